@@ -1,0 +1,1 @@
+//! The millrace guest SDK (ABI v1). Work in progress.

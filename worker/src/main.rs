@@ -1,0 +1,5 @@
+//! The `millrace` command line.
+
+fn main() -> anyhow::Result<()> {
+    Ok(())
+}
