@@ -139,18 +139,25 @@ async fn influxdb_v1_write_and_query_back() -> Result<()> {
             )
         })
         .collect();
-    let r = http
-        .post(format!("{base}/write"))
-        .query(&[("db", db.as_str()), ("precision", "ns")])
-        .body(lines)
-        .send()
-        .await?;
-    ensure!(
-        r.status().as_u16() == 204,
-        "/write answered {}: {}",
-        r.status(),
-        r.text().await?
-    );
+    // InfluxDB 1.x applies CREATE DATABASE to its meta store asynchronously: a write right after it can
+    // still see "database not found", so retry that one answer for a while.
+    let write = eventually(WAIT, "InfluxDB to accept the write", || {
+        let (http, base, db, lines) = (http.clone(), base.clone(), db.clone(), lines.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/write"))
+                .query(&[("db", db.as_str()), ("precision", "ns")])
+                .body(lines)
+                .send()
+                .await
+                .ok()?;
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap_or_default();
+            (!text.contains("database not found")).then_some((status, text))
+        }
+    })
+    .await;
+    ensure!(write.0 == 204, "/write answered {}: {}", write.0, write.1);
 
     let r: Value = http
         .get(format!("{base}/query"))
