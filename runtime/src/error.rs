@@ -1,0 +1,125 @@
+//! The runtime's one error type. Every way a plugin can fail, at load time or on a record, is a variant with
+//! structured fields, so the worker can count it (`kind()`), dead-letter the record with a precise reason,
+//! and decide whether trying again could help (`is_retriable()`).
+
+use std::time::Duration;
+
+/// Everything that can go wrong loading a plugin or running a record through it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes are not a WebAssembly binary module at all.
+    #[error("not a WebAssembly module: {detail}")]
+    NotWasm { detail: String },
+
+    /// The bytes claim to be WebAssembly but do not validate or compile.
+    #[error("invalid WebAssembly module: {message}")]
+    InvalidModule { message: String },
+
+    /// A valid module that speaks neither ABI v1 nor the seed contract.
+    #[error("not a millrace plugin: {detail}")]
+    NotAPlugin { detail: String },
+
+    /// The module speaks an ABI version this host does not implement.
+    #[error("plugin ABI version {found} is not supported by this host (supported: {supported})")]
+    UnsupportedAbi { found: i32, supported: i32 },
+
+    /// A required export is missing or has the wrong type.
+    #[error("export `{name}` has the wrong type: expected {expected}, found {found}")]
+    BadExport {
+        name: String,
+        expected: String,
+        found: String,
+    },
+
+    /// The module imports something the host does not grant (or with the wrong signature).
+    #[error("unsupported import `{module}::{name}`: {reason}")]
+    UnsupportedImport {
+        module: String,
+        name: String,
+        reason: String,
+    },
+
+    /// Creating an instance failed (pool exhausted, initialisation trapped, ...).
+    #[error("instantiating the plugin failed: {message}")]
+    Instantiate { message: String },
+
+    /// The record used more fuel than the binding allows (a loop, or simply too much work).
+    #[error("out of fuel: the record needed more than {limit} units")]
+    OutOfFuel { limit: u64 },
+
+    /// The record ran longer than the binding's wall-clock deadline.
+    #[error("timeout: the record ran longer than {limit:?}")]
+    Timeout { limit: Duration },
+
+    /// The plugin tried to grow its linear memory beyond the binding's limit.
+    #[error("memory limit: the plugin tried to grow its memory beyond {limit} bytes")]
+    MemoryLimit { limit: u64 },
+
+    /// The guest trapped (panic, abort, unreachable, out-of-bounds access, stack overflow, ...).
+    #[error("plugin trapped: {message}")]
+    Trap { message: String },
+
+    /// The guest broke the ABI: a pointer/length outside its memory, a malformed call.
+    #[error("ABI violation: {detail}")]
+    AbiViolation { detail: String },
+
+    /// The record produced more outputs, bytes or log lines than the binding allows.
+    #[error("output limit: {detail}")]
+    OutputLimit { detail: String },
+
+    /// An output was malformed (bad line protocol, invalid index name, body not a JSON object).
+    #[error("invalid output: {detail}")]
+    InvalidOutput { detail: String },
+
+    /// The guest called `proc_exit` while processing a record.
+    #[error("plugin exited with code {code}")]
+    Exit { code: i32 },
+
+    /// The runtime or a binding's limits are misconfigured.
+    #[error("runtime configuration: {detail}")]
+    Config { detail: String },
+}
+
+impl PluginError {
+    /// A short, stable name of the error's kind: a metric label value and a dead-letter header value.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::NotWasm { .. } => "not_wasm",
+            Self::InvalidModule { .. } => "invalid_module",
+            Self::NotAPlugin { .. } => "not_a_plugin",
+            Self::UnsupportedAbi { .. } => "unsupported_abi",
+            Self::BadExport { .. } => "bad_export",
+            Self::UnsupportedImport { .. } => "unsupported_import",
+            Self::Instantiate { .. } => "instantiate",
+            Self::OutOfFuel { .. } => "out_of_fuel",
+            Self::Timeout { .. } => "timeout",
+            Self::MemoryLimit { .. } => "memory_limit",
+            Self::Trap { .. } => "trap",
+            Self::AbiViolation { .. } => "abi_violation",
+            Self::OutputLimit { .. } => "output_limit",
+            Self::InvalidOutput { .. } => "invalid_output",
+            Self::Exit { .. } => "exit",
+            Self::Config { .. } => "config",
+        }
+    }
+
+    /// Whether the same call could succeed if tried again. Plugins are deterministic (no clock, no
+    /// randomness, no I/O beyond what the host grants), so a record that failed fails again: only running
+    /// out of instance slots is transient.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, Self::Instantiate { .. })
+    }
+
+    /// Whether the error is about the module itself (refuse to load it) rather than about one record.
+    pub fn is_module_error(&self) -> bool {
+        matches!(
+            self,
+            Self::NotWasm { .. }
+                | Self::InvalidModule { .. }
+                | Self::NotAPlugin { .. }
+                | Self::UnsupportedAbi { .. }
+                | Self::BadExport { .. }
+                | Self::UnsupportedImport { .. }
+        )
+    }
+}

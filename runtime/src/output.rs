@@ -1,0 +1,406 @@
+//! What a plugin produces for a record, validated at the sandbox boundary: a malformed point or document is
+//! refused here, with a precise reason, instead of failing a whole batch at the store later.
+
+use std::fmt;
+
+/// One output of a record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Point(Point),
+    Document(Document),
+}
+
+/// One InfluxDB point as a single line of line protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Point {
+    line: String,
+    measurement_end: usize,
+    has_timestamp: bool,
+}
+
+impl Point {
+    /// Validates one line of line protocol (`measurement[,tag=v...] field=v[,...] [timestamp]`).
+    pub fn parse(line: &str) -> Result<Self, String> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.is_empty() {
+            return Err("empty line protocol".into());
+        }
+        if line.contains('\n') {
+            return Err("a point must be a single line of line protocol".into());
+        }
+        if line.starts_with('#') {
+            return Err("a point must not be a line protocol comment".into());
+        }
+        let (measurement_end, has_timestamp) =
+            check_line(line).map_err(|e| format!("{e} in `{}`", cut(line)))?;
+        Ok(Self {
+            line: line.to_string(),
+            measurement_end,
+            has_timestamp,
+        })
+    }
+
+    /// The line, without a trailing newline.
+    pub fn line(&self) -> &str {
+        &self.line
+    }
+
+    /// The measurement name, unescaped part of the line up to the first unescaped `,` or space.
+    pub fn measurement(&self) -> &str {
+        &self.line[..self.measurement_end]
+    }
+
+    /// Whether the plugin set a timestamp; if not, the worker stamps the point with the record's timestamp.
+    pub fn has_timestamp(&self) -> bool {
+        self.has_timestamp
+    }
+
+    /// The line with a nanosecond timestamp appended when it has none.
+    pub fn line_with_default_timestamp(&self, timestamp_ns: i64) -> String {
+        if self.has_timestamp {
+            self.line.clone()
+        } else {
+            format!("{} {timestamp_ns}", self.line)
+        }
+    }
+}
+
+fn cut(s: &str) -> &str {
+    match s.char_indices().nth(120) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Splits the line into its sections, honouring escapes and quoted string fields, and checks each.
+/// Returns the end of the measurement and whether a timestamp is present.
+fn check_line(line: &str) -> Result<(usize, bool), String> {
+    let b = line.as_bytes();
+    // Section 1: measurement and tags, up to the first unescaped space.
+    let mut i = 0;
+    let mut measurement_end = None;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b',' if measurement_end.is_none() => {
+                measurement_end = Some(i);
+                i += 1;
+            }
+            b' ' => break,
+            _ => i += 1,
+        }
+    }
+    let key_end = i.min(b.len());
+    let measurement_end = measurement_end.unwrap_or(key_end);
+    if measurement_end == 0 {
+        return Err("missing measurement".into());
+    }
+    if key_end > measurement_end {
+        check_tags(&line[measurement_end + 1..key_end])?;
+    }
+    if key_end >= b.len() {
+        return Err("missing fields".into());
+    }
+    // Section 2: fields, up to the first unescaped space outside a quoted string.
+    let fields_start = key_end + 1;
+    let mut j = fields_start;
+    let mut in_quotes = false;
+    while j < b.len() {
+        match b[j] {
+            b'\\' => j += 2,
+            b'"' => {
+                in_quotes = !in_quotes;
+                j += 1;
+            }
+            b' ' if !in_quotes => break,
+            _ => j += 1,
+        }
+    }
+    if in_quotes {
+        return Err("unterminated string field".into());
+    }
+    let fields_end = j.min(b.len());
+    check_fields(&line[fields_start..fields_end])?;
+    // Section 3: optional integer timestamp.
+    if fields_end >= b.len() {
+        return Ok((measurement_end, false));
+    }
+    let ts = &line[fields_end + 1..];
+    let digits = ts.strip_prefix('-').unwrap_or(ts);
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) || ts.parse::<i64>().is_err() {
+        return Err(format!("invalid timestamp `{ts}`"));
+    }
+    Ok((measurement_end, true))
+}
+
+/// Splits on a separator byte that is not escaped (and, with `quotes`, not inside double quotes).
+fn split_unescaped(s: &str, sep: u8, quotes: bool) -> Vec<&str> {
+    let b = s.as_bytes();
+    let mut parts = Vec::new();
+    let (mut start, mut i, mut quoted) = (0, 0, false);
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 1,
+            b'"' if quotes => quoted = !quoted,
+            c if c == sep && !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    parts.push(&s[start.min(s.len())..]);
+    parts
+}
+
+fn check_tags(tags: &str) -> Result<(), String> {
+    for tag in split_unescaped(tags, b',', false) {
+        let kv = split_unescaped(tag, b'=', false);
+        match kv.as_slice() {
+            [k, v] if !k.is_empty() && !v.is_empty() => {}
+            _ => return Err(format!("invalid tag `{tag}` (want key=value)")),
+        }
+    }
+    Ok(())
+}
+
+fn check_fields(fields: &str) -> Result<(), String> {
+    if fields.is_empty() {
+        return Err("missing fields".into());
+    }
+    for field in split_unescaped(fields, b',', true) {
+        let (k, v) = match split_unescaped(field, b'=', true).as_slice() {
+            [k, v] => (*k, *v),
+            _ => return Err(format!("invalid field `{field}` (want key=value)")),
+        };
+        if k.is_empty() {
+            return Err(format!("field without a name `{field}`"));
+        }
+        if !valid_field_value(v) {
+            return Err(format!("invalid value of field `{k}`: `{v}`"));
+        }
+    }
+    Ok(())
+}
+
+fn valid_field_value(v: &str) -> bool {
+    if v.len() >= 2 && v.starts_with('"') && v.ends_with('"') {
+        return true;
+    }
+    if matches!(
+        v,
+        "t" | "T" | "true" | "True" | "TRUE" | "f" | "F" | "false" | "False" | "FALSE"
+    ) {
+        return true;
+    }
+    if let Some(int) = v.strip_suffix('i') {
+        return int.parse::<i64>().is_ok();
+    }
+    if let Some(uint) = v.strip_suffix('u') {
+        return uint.parse::<u64>().is_ok();
+    }
+    v.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// One Elasticsearch/OpenSearch document: target index, compact JSON object body, optional id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    index: String,
+    body: String,
+    id: Option<String>,
+}
+
+impl Document {
+    /// Validates index name, body and id.
+    pub fn new(index: &str, body: &[u8], id: Option<&str>) -> Result<Self, String> {
+        check_index_name(index)?;
+        let body = std::str::from_utf8(body).map_err(|e| format!("document body is not UTF-8: {e}"))?;
+        let first = body.trim_start().as_bytes().first().copied();
+        if first != Some(b'{') {
+            return Err(format!(
+                "document body must be a JSON object, got `{}`",
+                cut(body)
+            ));
+        }
+        let body = if body.contains(['\n', '\r']) {
+            // Pretty-printed JSON: newlines would break the bulk request's NDJSON; re-serialize compactly.
+            let v: serde_json::Value =
+                serde_json::from_str(body).map_err(|e| format!("document body is not valid JSON: {e}"))?;
+            v.to_string()
+        } else {
+            serde_json::from_str::<serde::de::IgnoredAny>(body)
+                .map_err(|e| format!("document body is not valid JSON: {e}"))?;
+            body.to_string()
+        };
+        if let Some(id) = id
+            && (id.is_empty() || id.len() > 512)
+        {
+            return Err(format!("document id must be 1 to 512 bytes, got {}", id.len()));
+        }
+        Ok(Self {
+            index: index.to_string(),
+            body,
+            id: id.map(str::to_string),
+        })
+    }
+
+    pub fn index(&self) -> &str {
+        &self.index
+    }
+
+    /// The body: one line of compact JSON, ready for a bulk request.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
+
+    /// The id the plugin chose; `None` lets the worker assign a deterministic one.
+    pub fn id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+}
+
+/// Elasticsearch's rules for index names (which OpenSearch shares).
+fn check_index_name(index: &str) -> Result<(), String> {
+    let bad = |why: &str| Err(format!("invalid index name `{}`: {why}", cut(index)));
+    if index.is_empty() {
+        return bad("empty");
+    }
+    if index.len() > 255 {
+        return bad("longer than 255 bytes");
+    }
+    if index == "." || index == ".." {
+        return bad("`.` and `..` are reserved");
+    }
+    if index.starts_with(['-', '_', '+']) {
+        return bad("must not start with `-`, `_` or `+`");
+    }
+    if index.chars().any(|c| c.is_uppercase()) {
+        return bad("must be lower case");
+    }
+    if let Some(c) = index.chars().find(|c| {
+        matches!(
+            c,
+            '\\' | '/' | '*' | '?' | '"' | '<' | '>' | '|' | ' ' | ',' | '#' | ':'
+        ) || c.is_control()
+    }) {
+        return bad(&format!("must not contain `{}`", c.escape_default()));
+    }
+    Ok(())
+}
+
+/// Severity of a plugin log line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// The ABI's numbering: 0 error, 1 warn, 2 info, 3 debug, 4 trace; anything else is info.
+    pub fn from_abi(level: i32) -> Self {
+        match level {
+            0 => Self::Error,
+            1 => Self::Warn,
+            3 => Self::Debug,
+            4 => Self::Trace,
+            _ => Self::Info,
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Error => "error",
+            Self::Warn => "warn",
+            Self::Info => "info",
+            Self::Debug => "debug",
+            Self::Trace => "trace",
+        })
+    }
+}
+
+/// Where a log line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogSource {
+    /// The ABI's log call (`millrace.log` or the seed's `host_log`).
+    Log,
+    Stdout,
+    Stderr,
+}
+
+/// One log line of a plugin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub source: LogSource,
+    pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_protocol_accepts_the_usual_shapes() {
+        for ok in [
+            "env_metrics,source=s1,unit=C value=21.5",
+            "env_metrics,source=s1,unit=C value=21.5 1700000000000000000",
+            "m f=1i,g=2u,h=true,s=\"a b, c=d\"",
+            "m\\ x,t\\,a=b\\ c f=-1.5e3 -10",
+            "m s=\"quote \\\" inside\"",
+        ] {
+            let p = Point::parse(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
+            assert_eq!(p.line(), ok);
+        }
+        let p = Point::parse("env_metrics,source=s1 value=1 123\n").unwrap();
+        assert_eq!(p.measurement(), "env_metrics");
+        assert!(p.has_timestamp());
+        assert_eq!(
+            Point::parse("cpu value=1")
+                .unwrap()
+                .line_with_default_timestamp(5),
+            "cpu value=1 5"
+        );
+        assert_eq!(Point::parse("a\\ b,x=y v=1").unwrap().measurement(), "a\\ b");
+    }
+
+    #[test]
+    fn line_protocol_refuses_malformed_lines() {
+        for bad in [
+            "",
+            "just_a_measurement",
+            ",t=v f=1",
+            "m,t f=1",
+            "m f=",
+            "m f=abc",
+            "m f=1 notatime",
+            "m f=\"open",
+            "m f=1\nm f=2",
+            "# comment",
+            "m f=NaN",
+            "m f=1i2",
+        ] {
+            assert!(Point::parse(bad).is_err(), "accepted {bad:?}");
+        }
+    }
+
+    #[test]
+    fn documents_are_validated_and_compacted() {
+        let d = Document::new("svc-logs-daily", b"{\n  \"a\": 1\n}", Some("id-1")).unwrap();
+        assert_eq!(d.body(), "{\"a\":1}");
+        assert_eq!(d.id(), Some("id-1"));
+        assert!(Document::new("Upper", b"{}", None).is_err());
+        assert!(Document::new("a/b", b"{}", None).is_err());
+        assert!(Document::new("_x", b"{}", None).is_err());
+        assert!(Document::new("ok", b"[1]", None).is_err());
+        assert!(Document::new("ok", b"{\"a\":", None).is_err());
+        assert!(Document::new("ok", b"{}", Some("")).is_err());
+        assert!(Document::new("ok", b"{} trailing", None).is_err());
+    }
+}
