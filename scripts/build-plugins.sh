@@ -1,5 +1,12 @@
 #!/usr/bin/env bash
-# `make plugins`: builds the example plugins for wasm32-wasip1 into plugins/dist/.
+# `make plugins`: builds the guest plugins for wasm32-wasip1 (Rust, release) and the C example, and puts
+# every module in plugins/dist/.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../plugins"
-cargo build --release --target wasm32-wasip1 --workspace
+mkdir -p dist
+cargo build --release --target wasm32-wasip1 --workspace --exclude bench-native
+for m in seed_router seed_compat acme_iot hostile; do
+    cp "target/wasm32-wasip1/release/$m.wasm" "dist/$m.wasm"
+done
+examples/c-envelope/build.sh "$PWD/dist/c_envelope.wasm"
+ls -l dist/*.wasm >&2

@@ -1,0 +1,178 @@
+//! The input record, decoded without copying from the ABI v1 encoding the host writes (ABI.md, "Record").
+
+use serde::Deserialize;
+
+use crate::Reject;
+
+const HEADER_LEN: usize = 40;
+const ABSENT: u32 = u32::MAX;
+const NO_TIMESTAMP: i64 = i64::MIN;
+
+/// One Kafka record: value, key, headers and where it came from.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: Headers<'a>,
+}
+
+/// The record's headers, in order; a header may have no value.
+#[derive(Debug, Clone, Copy)]
+pub struct Headers<'a> {
+    raw: &'a [u8],
+    count: u32,
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let end = self.at.checked_add(n)?;
+        let s = self.buf.get(self.at..end)?;
+        self.at = end;
+        Some(s)
+    }
+
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn optional(&mut self, len: u32) -> Option<Option<&'a [u8]>> {
+        if len == ABSENT {
+            Some(None)
+        } else {
+            self.take(len as usize).map(Some)
+        }
+    }
+}
+
+fn le_i64(b: &[u8]) -> i64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[..8]);
+    i64::from_le_bytes(a)
+}
+
+impl<'a> Record<'a> {
+    /// Decodes the ABI v1 encoding of a record.
+    pub fn decode(buf: &'a [u8]) -> Result<Self, Reject> {
+        Self::try_decode(buf).ok_or_else(|| Reject::new("malformed record encoding from the host"))
+    }
+
+    fn try_decode(buf: &'a [u8]) -> Option<Self> {
+        if buf.len() < HEADER_LEN {
+            return None;
+        }
+        let offset = le_i64(&buf[0..8]);
+        let timestamp = le_i64(&buf[8..16]);
+        let mut c = Cursor { buf, at: 16 };
+        let partition = c.u32()? as i32;
+        let _flags = c.u32()?;
+        let topic_len = c.u32()?;
+        let key_len = c.u32()?;
+        let value_len = c.u32()?;
+        let count = c.u32()?;
+        let topic = std::str::from_utf8(c.take(topic_len as usize)?).ok()?;
+        let key = c.optional(key_len)?;
+        let value = c.optional(value_len)?;
+        let raw = &buf[c.at..];
+        let headers = Headers { raw, count };
+        // Validate the header section once so iteration can't fail later.
+        if headers.iter_checked().count() != count as usize {
+            return None;
+        }
+        Some(Self {
+            topic,
+            partition,
+            offset,
+            timestamp_ms: (timestamp != NO_TIMESTAMP).then_some(timestamp),
+            key,
+            value,
+            headers,
+        })
+    }
+
+    pub fn topic(&self) -> &'a str {
+        self.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.partition
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.offset
+    }
+
+    /// Milliseconds since the Unix epoch, when the record has a timestamp.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        self.timestamp_ms
+    }
+
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// The value; `None` for a tombstone.
+    pub fn value(&self) -> Option<&'a [u8]> {
+        self.value
+    }
+
+    /// The value as UTF-8 text.
+    pub fn value_str(&self) -> Result<&'a str, Reject> {
+        let v = self.value.ok_or_else(|| Reject::new("record has no value"))?;
+        std::str::from_utf8(v).map_err(|e| Reject::new(format!("value is not UTF-8: {e}")))
+    }
+
+    /// The value parsed as JSON into `T` (which may borrow from the record).
+    pub fn json<T: Deserialize<'a>>(&self) -> Result<T, Reject> {
+        let v = self.value.ok_or_else(|| Reject::new("record has no value"))?;
+        serde_json::from_slice(v).map_err(|e| Reject::new(format!("invalid JSON: {e}")))
+    }
+
+    pub fn headers(&self) -> Headers<'a> {
+        self.headers
+    }
+
+    /// The value of the first header named `name`.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers.iter().find(|(n, _)| *n == name).and_then(|(_, v)| v)
+    }
+}
+
+impl<'a> Headers<'a> {
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// `(name, value)` pairs in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        self.iter_checked()
+    }
+
+    fn iter_checked(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
+        let mut c = Cursor { buf: self.raw, at: 0 };
+        let mut left = self.count;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let name_len = c.u32()?;
+            let value_len = c.u32()?;
+            let name = std::str::from_utf8(c.take(name_len as usize)?).ok()?;
+            let value = c.optional(value_len)?;
+            Some((name, value))
+        })
+    }
+}
