@@ -44,6 +44,7 @@ lint: toolchain ## rustfmt --check and clippy -D warnings on host and guest work
 	cd plugins && $(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cd plugins && $(CARGO) clippy --workspace --all-targets -- -D warnings
+	cd plugins && $(CARGO) clippy --target wasm32-wasip1 --workspace --exclude bench-native -- -D warnings
 
 test: ## all tests against real servers (installs, starts and stops the stack)
 	@scripts/test.sh

@@ -9,4 +9,5 @@ for m in seed_router seed_compat acme_iot hostile; do
     cp "target/wasm32-wasip1/release/$m.wasm" "dist/$m.wasm"
 done
 examples/c-envelope/build.sh "$PWD/dist/c_envelope.wasm"
+wat2wasm examples/noop/noop.wat -o dist/noop.wasm
 ls -l dist/*.wasm >&2

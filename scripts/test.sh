@@ -43,6 +43,7 @@ cargo fmt --all --check
 step "clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 (cd plugins && cargo clippy --workspace --all-targets -- -D warnings)
+(cd plugins && cargo clippy --target wasm32-wasip1 --workspace --exclude bench-native -- -D warnings)
 step "guest plugins (wasm32-wasip1)"
 scripts/build-plugins.sh
 step "guest SDK and plugin logic, natively on the host"

@@ -121,6 +121,15 @@ impl PluginInstance {
         self.live.as_ref().map_or(0, |l| l.memory.data_size(&l.store))
     }
 
+    /// Creates the wasm instance now rather than on the next record (to pay instantiation up front, or to
+    /// measure it). A no-op when an instance is live.
+    pub fn prepare(&mut self) -> Result<(), PluginError> {
+        if self.live.is_none() {
+            self.live = Some(self.instantiate()?);
+        }
+        Ok(())
+    }
+
     /// Runs one record through the plugin.
     pub fn process(&mut self, record: &Record<'_>) -> Processed {
         let start = Instant::now();

@@ -1,5 +1,0 @@
-//! The `millrace` command line.
-
-fn main() -> anyhow::Result<()> {
-    Ok(())
-}
