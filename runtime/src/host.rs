@@ -28,6 +28,9 @@ pub(crate) struct HostState {
     pub clock_monotonic_ns: u64,
     pub started: Instant,
     pub rng: u64,
+    /// Token bucket of the log rate limit.
+    log_tokens: f64,
+    log_refilled: Instant,
 }
 
 /// What the current record has produced so far.
@@ -49,6 +52,7 @@ pub(crate) struct RecordState {
 impl HostState {
     pub fn new(limits: Limits) -> Self {
         let max = limits.max_memory_bytes;
+        let max_log_rate = limits.max_log_lines_per_second;
         Self {
             limits,
             memory: None,
@@ -59,6 +63,8 @@ impl HostState {
             clock_monotonic_ns: 0,
             started: Instant::now(),
             rng: 0x9E37_79B9_7F4A_7C15,
+            log_tokens: f64::from(max_log_rate),
+            log_refilled: Instant::now(),
         }
     }
 
@@ -154,7 +160,7 @@ impl HostState {
     }
 
     pub fn log(&mut self, level: LogLevel, source: LogSource, message: &[u8]) {
-        if self.rec.logs.len() >= self.limits.max_log_lines_per_record as usize {
+        if self.rec.logs.len() >= self.limits.max_log_lines_per_record as usize || !self.log_token() {
             self.rec.logs_dropped += 1;
             return;
         }
@@ -166,6 +172,24 @@ impl HostState {
             source,
             message,
         });
+    }
+
+    /// Takes a token from the log rate limit's bucket, refilled continuously.
+    fn log_token(&mut self) -> bool {
+        let rate = f64::from(self.limits.max_log_lines_per_second);
+        if rate == 0.0 {
+            return true;
+        }
+        let now = Instant::now();
+        let refill = now.duration_since(self.log_refilled).as_secs_f64() * rate;
+        self.log_refilled = now;
+        self.log_tokens = (self.log_tokens + refill).min(rate);
+        if self.log_tokens >= 1.0 {
+            self.log_tokens -= 1.0;
+            true
+        } else {
+            false
+        }
     }
 
     pub fn reject(&mut self, reason: &[u8]) {

@@ -69,6 +69,9 @@ pub struct Limits {
     pub max_log_lines_per_record: u32,
     /// Longest log line kept; longer lines are cut.
     pub max_log_line_bytes: u32,
+    /// Log lines per second an instance may produce across records (burst: the same number); more are
+    /// dropped and counted. 0 = no rate limit.
+    pub max_log_lines_per_second: u32,
     /// A fresh instance replaces the current one after this many records.
     pub recycle_after_records: u64,
     /// A fresh instance replaces the current one once its memory reached this size.
@@ -88,6 +91,7 @@ impl Default for Limits {
             max_output_bytes_per_record: 4 << 20,
             max_log_lines_per_record: 16,
             max_log_line_bytes: 1024,
+            max_log_lines_per_second: 100,
             recycle_after_records: 1_000_000,
             recycle_memory_bytes: 16 << 20,
             grant_clock: false,

@@ -349,6 +349,21 @@ fn log_floods_are_capped_per_record() {
 }
 
 #[test]
+fn log_lines_are_rate_limited_per_instance() {
+    let (_, mut inst) = hostile(Limits {
+        max_log_lines_per_record: 5_000,
+        max_log_lines_per_second: 50,
+        ..Limits::default()
+    });
+    let p = inst.process(&record(&act("log-flood")));
+    assert!((50..60).contains(&p.logs.len()), "kept {} lines", p.logs.len());
+    assert_eq!(p.logs.len() as u32 + p.logs_dropped, 1001);
+    // The bucket is empty now: the next record's lines are dropped until it refills.
+    let p = inst.process(&record(&act("log-flood")));
+    assert!(p.logs.len() < 10, "kept {} lines", p.logs.len());
+}
+
+#[test]
 fn the_sandbox_grants_no_files_no_environment_and_a_deterministic_clock() {
     let (_, mut inst) = hostile(Limits::default());
     let p = inst.process(&record(&act("fs")));

@@ -245,7 +245,13 @@ fn test(args: TestArgs) -> Result<ExitCode> {
         ..EngineConfig::default()
     })?;
     let plugin = load(&runtime, &args.plugin)?;
-    let mut inst = plugin.instance(args.limits.limits())?;
+    // An author trying a plugin wants to see its logs: no rate limit, a generous per-record cap.
+    let limits = Limits {
+        max_log_lines_per_second: 0,
+        max_log_lines_per_record: 256,
+        ..args.limits.limits()
+    };
+    let mut inst = plugin.instance(limits)?;
     let inputs = read_inputs(&args)?;
     let color = std::io::stdout().is_terminal() && !args.json;
     let (red, green, yellow, dim, reset) = if color {
