@@ -22,6 +22,7 @@ run() { echo "  $1" >&2; shift; "$@"; }
 {
     run "native seed-router" "$NATIVE" seed-router "$OUT/seed.ndjson" "$SECS" | sed 's/^/{"run":"native-seed-router","r":/; s/$/}/'
     run "wasm seed-router" "$MILLRACE" plugin bench plugins/dist/seed_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router","r":/; s/$/}/'
+    run "wasm seed-router without fuel metering" "$MILLRACE" plugin bench plugins/dist/seed_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --no-fuel | sed 's/^/{"run":"wasm-seed-router-nofuel","r":/; s/$/}/'
     run "wasm seed-compat (seed contract)" "$MILLRACE" plugin bench plugins/dist/seed_compat.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-compat","r":/; s/$/}/'
     run "native acme-iot" "$NATIVE" acme-iot "$OUT/iot.ndjson" "$SECS" | sed 's/^/{"run":"native-acme-iot","r":/; s/$/}/'
     run "wasm acme-iot" "$MILLRACE" plugin bench plugins/dist/acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot","r":/; s/$/}/'

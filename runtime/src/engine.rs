@@ -53,12 +53,16 @@ impl Runtime {
             .table_keep_resident(16 * 1024);
 
         let mut c = Config::new();
-        c.consume_fuel(true)
+        c.consume_fuel(config.meter_fuel)
             .epoch_interruption(true)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
             .cranelift_opt_level(OptLevel::Speed)
             .parallel_compilation(config.parallel_compilation)
             .max_wasm_stack(512 * 1024);
+        #[cfg(feature = "profiling")]
+        if std::env::var_os("MILLRACE_PERFMAP").is_some() {
+            c.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&c).map_err(|e| PluginError::Config {
             detail: format!("creating the WebAssembly engine: {e}"),
         })?;

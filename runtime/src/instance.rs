@@ -155,7 +155,10 @@ impl PluginInstance {
 
         let call = run(&mut live, record);
 
-        let fuel_used = limits.fuel_per_record - live.store.get_fuel().unwrap_or(0);
+        let fuel_used = live
+            .store
+            .get_fuel()
+            .map_or(0, |left| limits.fuel_per_record - left);
         let state = live.store.data_mut();
         state.end_record();
         let trapped = call.is_err();

@@ -17,6 +17,9 @@ pub struct EngineConfig {
     pub epoch_tick: Duration,
     /// Compile functions of a module on several threads.
     pub parallel_compilation: bool,
+    /// Fuel metering (per-record fuel limits). Only `millrace plugin bench` turns it off, to measure what
+    /// it costs; without it an endless loop is stopped by the deadline alone.
+    pub meter_fuel: bool,
 }
 
 impl Default for EngineConfig {
@@ -26,6 +29,7 @@ impl Default for EngineConfig {
             max_memory_bytes: 256 << 20,
             epoch_tick: Duration::from_millis(1),
             parallel_compilation: true,
+            meter_fuel: true,
         }
     }
 }

@@ -134,46 +134,59 @@ fn check_line(line: &str) -> Result<(usize, bool), String> {
     Ok((measurement_end, true))
 }
 
-/// Splits on a separator byte that is not escaped (and, with `quotes`, not inside double quotes).
-fn split_unescaped(s: &str, sep: u8, quotes: bool) -> Vec<&str> {
+/// Calls `f` on each part of `s` split on a separator byte that is not escaped (and, with `quotes`, not
+/// inside double quotes), without allocating.
+fn for_each_part(
+    s: &str,
+    sep: u8,
+    quotes: bool,
+    mut f: impl FnMut(&str) -> Result<(), String>,
+) -> Result<(), String> {
     let b = s.as_bytes();
-    let mut parts = Vec::new();
     let (mut start, mut i, mut quoted) = (0, 0, false);
     while i < b.len() {
         match b[i] {
             b'\\' => i += 1,
             b'"' if quotes => quoted = !quoted,
             c if c == sep && !quoted => {
-                parts.push(&s[start..i]);
+                f(&s[start..i])?;
                 start = i + 1;
             }
             _ => {}
         }
         i += 1;
     }
-    parts.push(&s[start.min(s.len())..]);
-    parts
+    f(&s[start.min(s.len())..])
+}
+
+/// Splits `kv` at its first unescaped `=`.
+fn split_key_value(kv: &str) -> Option<(&str, &str)> {
+    let b = kv.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'=' => return Some((&kv[..i], &kv[i + 1..])),
+            _ => i += 1,
+        }
+    }
+    None
 }
 
 fn check_tags(tags: &str) -> Result<(), String> {
-    for tag in split_unescaped(tags, b',', false) {
-        let kv = split_unescaped(tag, b'=', false);
-        match kv.as_slice() {
-            [k, v] if !k.is_empty() && !v.is_empty() => {}
-            _ => return Err(format!("invalid tag `{tag}` (want key=value)")),
-        }
-    }
-    Ok(())
+    for_each_part(tags, b',', false, |tag| match split_key_value(tag) {
+        Some((k, v)) if !k.is_empty() && !v.is_empty() && split_key_value(v).is_none() => Ok(()),
+        _ => Err(format!("invalid tag `{tag}` (want key=value)")),
+    })
 }
 
 fn check_fields(fields: &str) -> Result<(), String> {
     if fields.is_empty() {
         return Err("missing fields".into());
     }
-    for field in split_unescaped(fields, b',', true) {
-        let (k, v) = match split_unescaped(field, b'=', true).as_slice() {
-            [k, v] => (*k, *v),
-            _ => return Err(format!("invalid field `{field}` (want key=value)")),
+    for_each_part(fields, b',', true, |field| {
+        let Some((k, v)) = split_key_value(field) else {
+            return Err(format!("invalid field `{field}` (want key=value)"));
         };
         if k.is_empty() {
             return Err(format!("field without a name `{field}`"));
@@ -181,8 +194,8 @@ fn check_fields(fields: &str) -> Result<(), String> {
         if !valid_field_value(v) {
             return Err(format!("invalid value of field `{k}`: `{v}`"));
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 fn valid_field_value(v: &str) -> bool {

@@ -44,6 +44,7 @@ def runtime_section(runs: dict) -> str:
     for name, label in [
         ("native-seed-router", "seed-router, native (baseline)"),
         ("wasm-seed-router", "seed-router, wasm (ABI v1, SDK)"),
+        ("wasm-seed-router-nofuel", "seed-router, wasm, fuel metering off (cost of fuel)"),
         ("wasm-seed-compat", "seed-compat, wasm (seed contract)"),
         ("native-acme-iot", "acme-iot, native (baseline)"),
         ("wasm-acme-iot", "acme-iot, wasm"),
@@ -55,7 +56,7 @@ def runtime_section(runs: dict) -> str:
         fuel = x.get("fuel_per_record")
         rows.append(
             f"| {label} | {x['records_per_s']:,.0f} | {x['ns_per_record']:,.0f} | "
-            f"{'' if fuel is None else f'{fuel:,.0f}'} |"
+            f"{'' if not fuel else f'{fuel:,.0f}'} |"
         )
     seed, noop = r("wasm-seed-router"), r("wasm-noop")
     boundary_share = (

@@ -33,7 +33,7 @@ impl Output {
 
     /// An InfluxDB point. Without a timestamp, the record's timestamp is used.
     pub fn point(&mut self, point: &Point) {
-        self.point_line(&point.to_line());
+        point.with_line(|line| self.point_line(line));
     }
 
     /// An InfluxDB point given as one line of line protocol.

@@ -61,18 +61,25 @@ impl From<String> for FieldValue {
 /// One point: `measurement,tag=v field=v timestamp`.
 ///
 /// Tags with an empty value and float fields that are not finite are left out (line protocol has no way
-/// to write them); a point without any field is invalid and the host refuses it.
+/// to write them); a point without any field is invalid and the host refuses it. The line is built in one
+/// buffer as tags and fields are added, so emitting a point costs no further copy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Point {
-    measurement: String,
-    tags: String,
-    fields: String,
+    /// `measurement[,tags]` and, once a field was added, ` field=v[,...]`.
+    line: String,
+    /// Where the field set starts (the space before it); 0 while there is none.
+    fields_at: usize,
     timestamp_ns: Option<i64>,
 }
 
-fn escape(out: &mut String, s: &str, specials: &[char]) {
+/// Writes `s` escaped for line protocol: a backslash before each of `specials`.
+fn escape(out: &mut String, s: &str, specials: &[u8]) {
+    if !s.bytes().any(|b| specials.contains(&b) || b == b'\n') {
+        out.push_str(s);
+        return;
+    }
     for c in s.chars() {
-        if specials.contains(&c) {
+        if c.is_ascii() && specials.contains(&(c as u8)) {
             out.push('\\');
         }
         match c {
@@ -82,14 +89,15 @@ fn escape(out: &mut String, s: &str, specials: &[char]) {
     }
 }
 
+const KEY: &[u8] = b",= ";
+
 impl Point {
     pub fn new(measurement: &str) -> Self {
-        let mut m = String::with_capacity(measurement.len());
-        escape(&mut m, measurement, &[',', ' ']);
+        let mut line = String::with_capacity(measurement.len() + 96);
+        escape(&mut line, measurement, b", ");
         Self {
-            measurement: m,
-            tags: String::new(),
-            fields: String::new(),
+            line,
+            fields_at: 0,
             timestamp_ns: None,
         }
     }
@@ -99,10 +107,21 @@ impl Point {
         if key.is_empty() || value.is_empty() {
             return self;
         }
-        self.tags.push(',');
-        escape(&mut self.tags, key, &[',', '=', ' ']);
-        self.tags.push('=');
-        escape(&mut self.tags, value, &[',', '=', ' ']);
+        let write = |out: &mut String| {
+            out.push(',');
+            escape(out, key, KEY);
+            out.push('=');
+            escape(out, value, KEY);
+        };
+        if self.fields_at == 0 {
+            write(&mut self.line);
+        } else {
+            let mut tag = String::with_capacity(key.len() + value.len() + 2);
+            write(&mut tag);
+            // A tag after fields: it still belongs before the field set.
+            self.line.insert_str(self.fields_at, &tag);
+            self.fields_at += tag.len();
+        }
         self
     }
 
@@ -112,29 +131,32 @@ impl Point {
         if key.is_empty() || matches!(value, FieldValue::Float(f) if !f.is_finite()) {
             return self;
         }
-        if !self.fields.is_empty() {
-            self.fields.push(',');
+        if self.fields_at == 0 {
+            self.fields_at = self.line.len();
+            self.line.push(' ');
+        } else {
+            self.line.push(',');
         }
-        escape(&mut self.fields, key, &[',', '=', ' ']);
-        self.fields.push('=');
+        escape(&mut self.line, key, KEY);
+        self.line.push('=');
         let _ = match value {
-            FieldValue::Float(f) => write!(self.fields, "{f}"),
-            FieldValue::Int(i) => write!(self.fields, "{i}i"),
-            FieldValue::UInt(u) => write!(self.fields, "{u}u"),
-            FieldValue::Bool(b) => write!(self.fields, "{b}"),
+            FieldValue::Float(f) => write!(self.line, "{f}"),
+            FieldValue::Int(i) => write!(self.line, "{i}i"),
+            FieldValue::UInt(u) => write!(self.line, "{u}u"),
+            FieldValue::Bool(b) => write!(self.line, "{b}"),
             FieldValue::Str(s) => {
-                self.fields.push('"');
+                self.line.push('"');
                 for c in s.chars() {
                     if c == '"' || c == '\\' {
-                        self.fields.push('\\');
+                        self.line.push('\\');
                     }
                     if c == '\n' {
-                        self.fields.push_str("\\n");
+                        self.line.push_str("\\n");
                     } else {
-                        self.fields.push(c);
+                        self.line.push(c);
                     }
                 }
-                self.fields.push('"');
+                self.line.push('"');
                 Ok(())
             }
         };
@@ -143,7 +165,7 @@ impl Point {
 
     /// Whether the point has at least one field (a point without fields is invalid).
     pub fn has_fields(&self) -> bool {
-        !self.fields.is_empty()
+        self.fields_at != 0
     }
 
     pub fn timestamp_ns(mut self, ns: i64) -> Self {
@@ -155,18 +177,22 @@ impl Point {
         self.timestamp_ns(ms.saturating_mul(1_000_000))
     }
 
+    /// Calls `f` with the point as one line of line protocol, without copying when it has no timestamp.
+    pub(crate) fn with_line<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self.timestamp_ns {
+            None => f(&self.line),
+            Some(ts) => {
+                let mut line = String::with_capacity(self.line.len() + 21);
+                line.push_str(&self.line);
+                let _ = write!(line, " {ts}");
+                f(&line)
+            }
+        }
+    }
+
     /// The point as one line of line protocol.
     pub fn to_line(&self) -> String {
-        let mut line =
-            String::with_capacity(self.measurement.len() + self.tags.len() + self.fields.len() + 22);
-        line.push_str(&self.measurement);
-        line.push_str(&self.tags);
-        line.push(' ');
-        line.push_str(&self.fields);
-        if let Some(ts) = self.timestamp_ns {
-            let _ = write!(line, " {ts}");
-        }
-        line
+        self.with_line(str::to_string)
     }
 }
 
@@ -190,6 +216,18 @@ mod tests {
             p.to_line(),
             r#"my\ meas\,x,t\ k=a\=b\,c f=1.5,i=2i,u=3u,b=true,s="say \"hi\"\\" 1700000000000000000"#
         );
+    }
+
+    #[test]
+    fn tags_added_after_fields_land_before_them() {
+        let p = Point::new("m")
+            .field("f", 1i64)
+            .tag("t", "v")
+            .field("g", 2i64)
+            .tag("u", "w");
+        assert_eq!(p.to_line(), "m,t=v,u=w f=1i,g=2i");
+        assert!(p.has_fields());
+        assert!(!Point::new("m").tag("t", "v").has_fields());
     }
 
     #[test]

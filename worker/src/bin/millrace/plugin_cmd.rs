@@ -110,6 +110,9 @@ pub struct BenchArgs {
     /// Live instances for the memory-per-instance figure.
     #[arg(long, default_value_t = 200)]
     live_instances: u32,
+    /// Turn fuel metering off, to measure what it costs (never how a worker runs).
+    #[arg(long)]
+    no_fuel: bool,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -412,6 +415,7 @@ fn resident_bytes() -> Option<u64> {
 fn bench(args: BenchArgs) -> Result<ExitCode> {
     let runtime = Runtime::new(EngineConfig {
         max_instances: args.live_instances.max(8) + 8,
+        meter_fuel: !args.no_fuel,
         ..EngineConfig::default()
     })?;
     let plugin = load(&runtime, &args.plugin)?;
