@@ -72,29 +72,28 @@ pub struct Point {
     timestamp_ns: Option<i64>,
 }
 
-/// Writes `s` escaped for line protocol: a backslash before each of `specials`.
-fn escape(out: &mut String, s: &str, specials: &[u8]) {
-    if !s.bytes().any(|b| specials.contains(&b) || b == b'\n') {
-        out.push_str(s);
-        return;
-    }
-    for c in s.chars() {
-        if c.is_ascii() && specials.contains(&(c as u8)) {
+/// Writes `s` escaped for line protocol: a backslash before `,` and space, and before `=` when `EQ` (tag
+/// and field keys, tag values); a newline becomes `\\n`. Copies unescaped runs whole.
+fn escape<const EQ: bool>(out: &mut String, s: &str) {
+    let b = s.as_bytes();
+    let mut start = 0;
+    for (i, &c) in b.iter().enumerate() {
+        let special = c == b',' || c == b' ' || c == b'\n' || (EQ && c == b'=');
+        if special {
+            // `c` is ASCII, so `i` is a char boundary.
+            out.push_str(&s[start..i]);
             out.push('\\');
-        }
-        match c {
-            '\n' => out.push_str("\\n"),
-            _ => out.push(c),
+            out.push(if c == b'\n' { 'n' } else { c as char });
+            start = i + 1;
         }
     }
+    out.push_str(&s[start..]);
 }
-
-const KEY: &[u8] = b",= ";
 
 impl Point {
     pub fn new(measurement: &str) -> Self {
         let mut line = String::with_capacity(measurement.len() + 96);
-        escape(&mut line, measurement, b", ");
+        escape::<false>(&mut line, measurement);
         Self {
             line,
             fields_at: 0,
@@ -109,9 +108,9 @@ impl Point {
         }
         let write = |out: &mut String| {
             out.push(',');
-            escape(out, key, KEY);
+            escape::<true>(out, key);
             out.push('=');
-            escape(out, value, KEY);
+            escape::<true>(out, value);
         };
         if self.fields_at == 0 {
             write(&mut self.line);
@@ -137,7 +136,7 @@ impl Point {
         } else {
             self.line.push(',');
         }
-        escape(&mut self.line, key, KEY);
+        escape::<true>(&mut self.line, key);
         self.line.push('=');
         let _ = match value {
             FieldValue::Float(f) => write!(self.line, "{f}"),
