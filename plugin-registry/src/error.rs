@@ -1,0 +1,102 @@
+//! The registry crate's error type: every way getting a plugin from a reference to a loaded module can fail,
+//! with structured fields, a stable `kind()` for metrics and a `is_retriable()` verdict.
+
+use millrace_runtime::PluginError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The reference does not parse (`host/repository[:tag][@sha256:<hex>]`).
+    #[error("invalid plugin reference `{reference}`: {reason}")]
+    InvalidReference { reference: String, reason: String },
+
+    /// The registry could not be reached (connection refused, DNS, timeout, TLS).
+    #[error("registry {registry} unreachable: {message}")]
+    Unreachable { registry: String, message: String },
+
+    /// The registry refused the credentials (or demanded some).
+    #[error("registry {registry} refused access to {reference}: {message}")]
+    Unauthorized {
+        registry: String,
+        reference: String,
+        message: String,
+    },
+
+    /// No such repository, tag or manifest.
+    #[error("{reference} not found: {message}")]
+    NotFound { reference: String, message: String },
+
+    /// The artifact is not a WebAssembly plugin artifact this host understands.
+    #[error("{reference} is not a wasm plugin artifact: {detail}")]
+    UnsupportedArtifact { reference: String, detail: String },
+
+    /// Content does not match its digest: tampered, corrupted, or a registry bug. Nothing was stored.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A manifest or module is larger than allowed.
+    #[error("{what} is {size} bytes, more than the limit of {limit}")]
+    TooLarge { what: String, size: u64, limit: u64 },
+
+    /// Offline and not in the cache.
+    #[error("{reference} is not in the plugin cache and the registry is unreachable ({cause})")]
+    NotCached { reference: String, cause: String },
+
+    /// Reading or writing the cache failed.
+    #[error("plugin cache at {path}: {message}")]
+    Cache { path: String, message: String },
+
+    /// Credentials could not be read.
+    #[error("registry credentials from {source_name}: {message}")]
+    Credentials { source_name: String, message: String },
+
+    /// The module was fetched and verified but does not load as a plugin.
+    #[error("plugin {digest} does not load: {error}")]
+    Plugin { digest: String, error: PluginError },
+
+    /// Any other answer of the registry that breaks the protocol.
+    #[error("registry {registry}: {message}")]
+    Protocol { registry: String, message: String },
+}
+
+impl RegistryError {
+    /// A short, stable name of the error's kind (metric label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::InvalidReference { .. } => "invalid_reference",
+            Self::Unreachable { .. } => "unreachable",
+            Self::Unauthorized { .. } => "unauthorized",
+            Self::NotFound { .. } => "not_found",
+            Self::UnsupportedArtifact { .. } => "unsupported_artifact",
+            Self::DigestMismatch { .. } => "digest_mismatch",
+            Self::TooLarge { .. } => "too_large",
+            Self::NotCached { .. } => "not_cached",
+            Self::Cache { .. } => "cache",
+            Self::Credentials { .. } => "credentials",
+            Self::Plugin { .. } => "plugin",
+            Self::Protocol { .. } => "protocol",
+        }
+    }
+
+    /// Whether trying again later could succeed without anyone changing anything.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Unreachable { .. }
+            | Self::NotCached { .. }
+            | Self::Protocol { .. }
+            | Self::Cache { .. } => true,
+            Self::Plugin { error, .. } => error.is_retriable(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn cache(path: &std::path::Path, e: impl std::fmt::Display) -> Self {
+        Self::Cache {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }
+    }
+}

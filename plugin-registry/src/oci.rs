@@ -1,0 +1,317 @@
+//! The network side, on `oci-client`: resolve a tag, pull a manifest and the module layer with size caps and
+//! sha256 verification, push a module as a wasm OCI artifact. Nothing here touches the cache.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use oci_client::Client;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::manifest::{OciDescriptor, OciImageManifest};
+use oci_client::secrets::RegistryAuth;
+use sha2::{Digest, Sha256};
+
+use crate::cache::sha256;
+use crate::media::{self, MANIFEST_TYPES};
+use crate::{Credentials, PluginRef, RegistryError};
+
+pub(crate) struct OciSource {
+    client: Client,
+    credentials: Credentials,
+    max_manifest_bytes: u64,
+    max_module_bytes: u64,
+}
+
+impl std::fmt::Debug for OciSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OciSource")
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Maps a client error to ours, naming the registry and reference.
+fn map_err(e: OciDistributionError, r: &PluginRef) -> RegistryError {
+    let registry = r.registry().to_string();
+    let reference = r.to_string();
+    match e {
+        OciDistributionError::RequestError(ref re)
+            if re.is_connect() || re.is_timeout() || re.is_request() =>
+        {
+            RegistryError::Unreachable {
+                registry,
+                message: format!("{re}: {}", source_chain(re)),
+            }
+        }
+        OciDistributionError::AuthenticationFailure(m) => RegistryError::Unauthorized {
+            registry,
+            reference,
+            message: m,
+        },
+        OciDistributionError::UnauthorizedError { url } => RegistryError::Unauthorized {
+            registry,
+            reference,
+            message: format!("401 Unauthorized at {url}"),
+        },
+        OciDistributionError::ImageManifestNotFoundError(m) => RegistryError::NotFound {
+            reference,
+            message: m,
+        },
+        OciDistributionError::ServerError { code, url, message } => match code {
+            401 | 403 => RegistryError::Unauthorized {
+                registry,
+                reference,
+                message: format!("{code} at {url}: {message}"),
+            },
+            404 => RegistryError::NotFound {
+                reference,
+                message: format!("404 at {url}: {message}"),
+            },
+            _ => RegistryError::Protocol {
+                registry,
+                message: format!("{code} at {url}: {message}"),
+            },
+        },
+        OciDistributionError::RegistryError { envelope, url } => {
+            let message = format!("{envelope} at {url}");
+            if envelope
+                .errors
+                .iter()
+                .any(|e| matches!(e.code, OciErrorCode::Unauthorized | OciErrorCode::Denied))
+            {
+                RegistryError::Unauthorized {
+                    registry,
+                    reference,
+                    message,
+                }
+            } else if envelope.errors.iter().any(|e| {
+                matches!(
+                    e.code,
+                    OciErrorCode::ManifestUnknown
+                        | OciErrorCode::NameUnknown
+                        | OciErrorCode::NotFound
+                        | OciErrorCode::BlobUnknown
+                )
+            }) {
+                RegistryError::NotFound { reference, message }
+            } else {
+                RegistryError::Protocol { registry, message }
+            }
+        }
+        OciDistributionError::DigestError(d) => RegistryError::DigestMismatch {
+            what: format!("content of {reference}"),
+            expected: "the digest the registry announced".into(),
+            actual: d.to_string(),
+        },
+        other => RegistryError::Protocol {
+            registry,
+            message: other.to_string(),
+        },
+    }
+}
+
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = Vec::new();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        parts.push(s.to_string());
+        cur = s.source();
+    }
+    parts.join(": ")
+}
+
+impl OciSource {
+    pub fn new(
+        credentials: Credentials,
+        insecure_registries: &[String],
+        timeout: Duration,
+        max_manifest_bytes: u64,
+        max_module_bytes: u64,
+    ) -> Self {
+        let config = ClientConfig {
+            protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
+            connect_timeout: Some(timeout.min(Duration::from_secs(10))),
+            read_timeout: Some(timeout),
+            ..Default::default()
+        };
+        Self {
+            client: Client::new(config),
+            credentials,
+            max_manifest_bytes,
+            max_module_bytes,
+        }
+    }
+
+    fn auth(&self, r: &PluginRef) -> Result<RegistryAuth, RegistryError> {
+        self.credentials.for_registry(r.registry())
+    }
+
+    /// The manifest digest a tag points to now.
+    pub async fn resolve(&self, r: &PluginRef) -> Result<String, RegistryError> {
+        let auth = self.auth(r)?;
+        let digest = self
+            .client
+            .fetch_manifest_digest(r.oci(), &auth)
+            .await
+            .map_err(|e| map_err(e, r))?;
+        if !digest.starts_with("sha256:") {
+            return Err(RegistryError::Protocol {
+                registry: r.registry().into(),
+                message: format!("manifest digest `{digest}` is not sha256"),
+            });
+        }
+        Ok(digest)
+    }
+
+    /// The manifest with digest `digest`, verified against it and parsed.
+    pub async fn manifest(
+        &self,
+        r: &PluginRef,
+        digest: &str,
+    ) -> Result<(Vec<u8>, OciImageManifest), RegistryError> {
+        let pinned = r.pinned(digest);
+        let auth = self.auth(r)?;
+        let (raw, _) = self
+            .client
+            .pull_manifest_raw(pinned.oci(), &auth, MANIFEST_TYPES)
+            .await
+            .map_err(|e| map_err(e, &pinned))?;
+        if raw.len() as u64 > self.max_manifest_bytes {
+            return Err(RegistryError::TooLarge {
+                what: format!("manifest of {pinned}"),
+                size: raw.len() as u64,
+                limit: self.max_manifest_bytes,
+            });
+        }
+        let actual = sha256(&raw);
+        if actual != digest {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("manifest of {r}"),
+                expected: digest.into(),
+                actual,
+            });
+        }
+        let manifest = parse_manifest(&raw, &pinned)?;
+        Ok((raw.to_vec(), manifest))
+    }
+
+    /// The module layer's bytes, streamed with a size cap and verified against the layer digest.
+    pub async fn module(&self, r: &PluginRef, layer: &OciDescriptor) -> Result<Vec<u8>, RegistryError> {
+        let limit = self.max_module_bytes;
+        if layer.size < 0 || layer.size as u64 > limit {
+            return Err(RegistryError::TooLarge {
+                what: format!("module layer {} of {r}", layer.digest),
+                size: layer.size.max(0) as u64,
+                limit,
+            });
+        }
+        let auth = self.auth(r)?;
+        // Authenticate for the repository (a no-op when anonymous or already done).
+        self.client.store_auth_if_needed(r.registry(), &auth).await;
+        let mut stream = self
+            .client
+            .pull_blob_stream(r.oci(), layer)
+            .await
+            .map_err(|e| map_err(e, r))?;
+        let mut bytes = Vec::with_capacity(layer.size as usize);
+        let mut hasher = Sha256::new();
+        while let Some(chunk) = stream.stream.next().await {
+            let chunk = chunk.map_err(|e| RegistryError::Unreachable {
+                registry: r.registry().into(),
+                message: format!("reading layer {}: {e}", layer.digest),
+            })?;
+            if (bytes.len() + chunk.len()) as u64 > limit.min(layer.size as u64) {
+                return Err(RegistryError::TooLarge {
+                    what: format!(
+                        "module layer {} of {r} (more bytes than its descriptor says)",
+                        layer.digest
+                    ),
+                    size: (bytes.len() + chunk.len()) as u64,
+                    limit: limit.min(layer.size as u64),
+                });
+            }
+            hasher.update(&chunk);
+            bytes.extend_from_slice(&chunk);
+        }
+        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
+        if actual != layer.digest {
+            return Err(RegistryError::DigestMismatch {
+                what: format!("module layer of {r}"),
+                expected: layer.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Pushes `wasm` as a wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one
+    /// `application/wasm` layer titled `file_name`) and returns the manifest digest.
+    pub async fn push(&self, r: &PluginRef, wasm: &[u8], file_name: &str) -> Result<String, RegistryError> {
+        let auth = self.auth(r)?;
+        self.client.store_auth_if_needed(r.registry(), &auth).await;
+        let layer_digest = sha256(wasm);
+        let config = serde_json::json!({
+            "created": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            "architecture": "wasm",
+            "os": "wasip1",
+            "layerDigests": [layer_digest],
+        })
+        .to_string()
+        .into_bytes();
+        let config_digest = sha256(&config);
+        self.client
+            .push_blob(r.oci(), wasm.to_vec(), &layer_digest)
+            .await
+            .map_err(|e| map_err(e, r))?;
+        self.client
+            .push_blob(r.oci(), config.clone(), &config_digest)
+            .await
+            .map_err(|e| map_err(e, r))?;
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "artifactType": "application/vnd.wasm.config.v0+json",
+            "config": {"mediaType": media::PUSH_CONFIG_TYPE, "digest": config_digest, "size": config.len()},
+            "layers": [{
+                "mediaType": media::PUSH_LAYER_TYPE,
+                "digest": layer_digest,
+                "size": wasm.len(),
+                "annotations": {"org.opencontainers.image.title": file_name},
+            }],
+        })
+        .to_string()
+        .into_bytes();
+        let digest = sha256(&manifest);
+        let content_type =
+            reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json");
+        self.client
+            .push_manifest_raw(r.oci(), manifest, content_type)
+            .await
+            .map_err(|e| map_err(e, r))?;
+        Ok(digest)
+    }
+}
+
+fn parse_manifest(raw: &[u8], r: &PluginRef) -> Result<OciImageManifest, RegistryError> {
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| RegistryError::UnsupportedArtifact {
+            reference: r.to_string(),
+            detail: format!("manifest is not JSON: {e}"),
+        })?;
+    let media_type = value.get("mediaType").and_then(|m| m.as_str()).unwrap_or("");
+    if media_type.contains("index")
+        || media_type.contains("manifest.list")
+        || value.get("manifests").is_some()
+    {
+        return Err(RegistryError::UnsupportedArtifact {
+            reference: r.to_string(),
+            detail: format!(
+                "`{media_type}` is an index of several artifacts; reference one manifest by digest"
+            ),
+        });
+    }
+    serde_json::from_value(value).map_err(|e| RegistryError::UnsupportedArtifact {
+        reference: r.to_string(),
+        detail: format!("not an OCI image manifest: {e}"),
+    })
+}

@@ -1,0 +1,487 @@
+//! The plugin store: reference in, verified module bytes or a compiled, loaded plugin out. It decides when
+//! the network is needed (pull policy, cache layers), verifies everything before storing or compiling it,
+//! makes concurrent requests for one plugin fetch and compile once, and starts offline from the cache.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use millrace_runtime::{Plugin, Runtime};
+use oci_client::manifest::OciImageManifest;
+
+use crate::cache::{DiskCache, Lookup, sha256};
+use crate::oci::OciSource;
+use crate::{Credentials, PluginRef, RegistryError, RegistryMetrics, media};
+
+/// When a tag is resolved again (a digest never is: it names immutable content).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Resolve a tag once; afterwards use the remembered digest. The tag `latest` is always resolved, as in
+    /// Kubernetes and Istio.
+    IfNotPresent,
+    /// Resolve the tag on every request.
+    Always,
+    /// Resolve the tag when the remembered resolution is older than this.
+    Interval(Duration),
+}
+
+/// Settings of the plugin store.
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    pub cache_dir: PathBuf,
+    /// Bound of the disk cache (modules, manifests, compiled artifacts); least recently used go first.
+    pub cache_max_bytes: u64,
+    pub max_module_bytes: u64,
+    pub max_manifest_bytes: u64,
+    pub pull_policy: PullPolicy,
+    /// Registries (`host:port`) spoken to over plain HTTP; every other one over TLS.
+    pub insecure_registries: Vec<String>,
+    pub credentials: Credentials,
+    /// Timeout of each registry request.
+    pub timeout: Duration,
+}
+
+impl RegistryConfig {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            cache_max_bytes: 1 << 30,
+            max_module_bytes: 32 << 20,
+            max_manifest_bytes: 4 << 20,
+            pull_policy: PullPolicy::IfNotPresent,
+            insecure_registries: Vec::new(),
+            credentials: Credentials::Anonymous,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Already loaded in this process.
+    Memory,
+    /// From the disk cache, without the network.
+    Cache,
+    /// Pulled from the registry.
+    Registry,
+}
+
+/// A reference resolved to a manifest digest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub manifest_digest: String,
+    pub source: Source,
+    /// The registry was unreachable and the last known resolution of the tag was used.
+    pub stale: bool,
+}
+
+/// Verified module bytes.
+#[derive(Debug, Clone)]
+pub struct Fetched {
+    pub manifest_digest: String,
+    pub module_digest: String,
+    pub bytes: Vec<u8>,
+    pub source: Source,
+}
+
+/// A compiled plugin, ready to instantiate.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub plugin: Plugin,
+    pub manifest_digest: String,
+    pub module_digest: String,
+    pub source: Source,
+    pub elapsed: Duration,
+}
+
+/// Reference in, verified bytes or a compiled plugin out. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PluginStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    config: RegistryConfig,
+    cache: DiskCache,
+    source: OciSource,
+    runtime: Runtime,
+    engine_key: String,
+    metrics: RegistryMetrics,
+    /// Loaded plugins by manifest digest.
+    loaded: Mutex<HashMap<String, (Plugin, String)>>,
+    /// One lock per manifest digest being fetched or compiled.
+    flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn offline(e: &RegistryError) -> bool {
+    matches!(e, RegistryError::Unreachable { .. })
+}
+
+impl PluginStore {
+    pub fn new(
+        config: RegistryConfig,
+        runtime: Runtime,
+        metrics: RegistryMetrics,
+    ) -> Result<Self, RegistryError> {
+        let cache = DiskCache::open(&config.cache_dir, config.cache_max_bytes)?;
+        let source = OciSource::new(
+            config.credentials.clone(),
+            &config.insecure_registries,
+            config.timeout,
+            config.max_manifest_bytes,
+            config.max_module_bytes,
+        );
+        let engine_key = runtime.compatibility_key();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                cache,
+                source,
+                runtime,
+                engine_key,
+                metrics,
+                loaded: Mutex::new(HashMap::new()),
+                flights: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &RegistryConfig {
+        &self.inner.config
+    }
+
+    pub fn metrics(&self) -> &RegistryMetrics {
+        &self.inner.metrics
+    }
+
+    /// Bytes the disk cache holds.
+    pub fn cache_size(&self) -> u64 {
+        self.inner.cache.size()
+    }
+
+    fn hit(&self, layer: &str) {
+        self.inner.metrics.cache_hits.with_label_values(&[layer]).inc();
+    }
+
+    fn miss(&self, layer: &str) {
+        self.inner.metrics.cache_misses.with_label_values(&[layer]).inc();
+    }
+
+    /// The manifest digest `reference` stands for now, per the pull policy.
+    pub async fn resolve(&self, reference: &PluginRef) -> Result<Resolved, RegistryError> {
+        if let Some(d) = reference.digest() {
+            return Ok(Resolved {
+                manifest_digest: d.to_string(),
+                source: Source::Cache,
+                stale: false,
+            });
+        }
+        let remembered = self.inner.cache.get_tag(reference.as_str());
+        let fresh_enough = match (&remembered, self.inner.config.pull_policy) {
+            (None, _) | (_, PullPolicy::Always) => false,
+            (Some(_), PullPolicy::IfNotPresent) => reference.tag() != Some("latest"),
+            (Some(t), PullPolicy::Interval(max_age)) => t.age() < max_age,
+        };
+        if fresh_enough && let Some(t) = remembered {
+            self.hit("tag");
+            return Ok(Resolved {
+                manifest_digest: t.digest,
+                source: Source::Cache,
+                stale: false,
+            });
+        }
+        self.miss("tag");
+        match self.inner.source.resolve(reference).await {
+            Ok(digest) => {
+                if let Err(e) = self.inner.cache.put_tag(reference.as_str(), &digest) {
+                    tracing::warn!(error = %e, "could not remember a tag resolution");
+                }
+                Ok(Resolved {
+                    manifest_digest: digest,
+                    source: Source::Registry,
+                    stale: false,
+                })
+            }
+            Err(e) if offline(&e) => match remembered {
+                Some(t) => {
+                    tracing::warn!(reference = %reference, digest = %t.digest, error = %e,
+                        "registry unreachable; using the last known resolution of the tag");
+                    Ok(Resolved {
+                        manifest_digest: t.digest,
+                        source: Source::Cache,
+                        stale: true,
+                    })
+                }
+                None => Err(RegistryError::NotCached {
+                    reference: reference.to_string(),
+                    cause: e.to_string(),
+                }),
+            },
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Verified module bytes of `reference`, from the cache or the registry.
+    pub async fn fetch(&self, reference: &PluginRef) -> Result<Fetched, RegistryError> {
+        let resolved = self.resolve(reference).await?;
+        let flight = self.flight(&resolved.manifest_digest);
+        let _guard = flight.lock().await;
+        self.fetch_resolved(reference, &resolved.manifest_digest).await
+    }
+
+    fn flight(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut flights = lock(&self.inner.flights);
+        flights.retain(|_, f| Arc::strong_count(f) > 1);
+        flights.entry(key.to_string()).or_default().clone()
+    }
+
+    fn cached_manifest(&self, digest: &str) -> Result<Option<OciImageManifest>, RegistryError> {
+        match self.inner.cache.get_blob(digest)? {
+            Lookup::Hit(raw) => match serde_json::from_slice(&raw) {
+                Ok(m) => {
+                    self.hit("manifest");
+                    Ok(Some(m))
+                }
+                Err(_) => {
+                    self.miss("manifest");
+                    Ok(None)
+                }
+            },
+            Lookup::Miss => {
+                self.miss("manifest");
+                Ok(None)
+            }
+            Lookup::Corrupt => {
+                self.inner
+                    .metrics
+                    .verification_failures
+                    .with_label_values(&["cache"])
+                    .inc();
+                self.miss("manifest");
+                Ok(None)
+            }
+        }
+    }
+
+    fn cached_module(&self, digest: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        match self.inner.cache.get_blob(digest)? {
+            Lookup::Hit(b) => {
+                self.hit("module");
+                Ok(Some(b))
+            }
+            Lookup::Miss => {
+                self.miss("module");
+                Ok(None)
+            }
+            Lookup::Corrupt => {
+                tracing::warn!(digest, "corrupt module in the plugin cache, fetching it again");
+                self.inner
+                    .metrics
+                    .verification_failures
+                    .with_label_values(&["cache"])
+                    .inc();
+                self.miss("module");
+                Ok(None)
+            }
+        }
+    }
+
+    async fn fetch_resolved(
+        &self,
+        reference: &PluginRef,
+        manifest_digest: &str,
+    ) -> Result<Fetched, RegistryError> {
+        // Fully cached: no network at all (offline start).
+        if let Some(manifest) = self.cached_manifest(manifest_digest)? {
+            let layer =
+                media::select_layer(&manifest).map_err(|detail| RegistryError::UnsupportedArtifact {
+                    reference: reference.to_string(),
+                    detail,
+                })?;
+            if let Some(bytes) = self.cached_module(&layer.digest)? {
+                return Ok(Fetched {
+                    manifest_digest: manifest_digest.to_string(),
+                    module_digest: layer.digest.clone(),
+                    bytes,
+                    source: Source::Cache,
+                });
+            }
+        }
+        let start = Instant::now();
+        let result = self.pull(reference, manifest_digest).await;
+        let label = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        let m = &self.inner.metrics;
+        m.pulls.with_label_values(&[label]).inc();
+        m.pull_duration
+            .with_label_values(&[label])
+            .observe(start.elapsed().as_secs_f64());
+        if let Err(RegistryError::DigestMismatch { what, .. }) = &result {
+            let what = if what.starts_with("manifest") {
+                "manifest"
+            } else {
+                "module"
+            };
+            m.verification_failures.with_label_values(&[what]).inc();
+        }
+        match result {
+            Err(e) if offline(&e) => Err(RegistryError::NotCached {
+                reference: reference.pinned(manifest_digest).to_string(),
+                cause: e.to_string(),
+            }),
+            other => other,
+        }
+    }
+
+    /// Pulls manifest and module, verifies both, and only then stores them.
+    async fn pull(&self, reference: &PluginRef, manifest_digest: &str) -> Result<Fetched, RegistryError> {
+        let (raw, manifest) = self.inner.source.manifest(reference, manifest_digest).await?;
+        let layer = media::select_layer(&manifest).map_err(|detail| RegistryError::UnsupportedArtifact {
+            reference: reference.to_string(),
+            detail,
+        })?;
+        let (bytes, source) = match self.cached_module(&layer.digest)? {
+            Some(b) => (b, Source::Cache),
+            None => {
+                let b = self.inner.source.module(reference, layer).await?;
+                self.inner.metrics.pull_bytes.inc_by(b.len() as u64);
+                (b, Source::Registry)
+            }
+        };
+        self.inner.cache.put_blob(&layer.digest, &bytes)?;
+        self.inner.cache.put_blob(manifest_digest, &raw)?;
+        tracing::info!(reference = %reference, manifest = manifest_digest, module = %layer.digest,
+            bytes = bytes.len(), "plugin pulled and verified");
+        Ok(Fetched {
+            manifest_digest: manifest_digest.to_string(),
+            module_digest: layer.digest.clone(),
+            bytes,
+            source: if source == Source::Cache {
+                Source::Cache
+            } else {
+                Source::Registry
+            },
+        })
+    }
+
+    /// The compiled plugin of `reference`: from memory, from the compiled-artifact cache, or fetched and
+    /// compiled. Concurrent calls for one plugin fetch and compile once.
+    pub async fn load(&self, reference: &PluginRef) -> Result<Loaded, RegistryError> {
+        let start = Instant::now();
+        let resolved = self.resolve(reference).await?;
+        let digest = resolved.manifest_digest;
+        if let Some(loaded) = self.in_memory(&digest, start) {
+            return Ok(loaded);
+        }
+        let flight = self.flight(&digest);
+        let _guard = flight.lock().await;
+        if let Some(loaded) = self.in_memory(&digest, start) {
+            return Ok(loaded);
+        }
+        self.miss("memory");
+        let fetched = self.fetch_resolved(reference, &digest).await?;
+        let plugin = self.compile(&fetched).await?;
+        lock(&self.inner.loaded).insert(digest.clone(), (plugin.clone(), fetched.module_digest.clone()));
+        Ok(Loaded {
+            plugin,
+            manifest_digest: digest,
+            module_digest: fetched.module_digest,
+            source: fetched.source,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    fn in_memory(&self, manifest_digest: &str, start: Instant) -> Option<Loaded> {
+        let (plugin, module_digest) = lock(&self.inner.loaded).get(manifest_digest).cloned()?;
+        self.hit("memory");
+        Some(Loaded {
+            plugin,
+            manifest_digest: manifest_digest.to_string(),
+            module_digest,
+            source: Source::Memory,
+            elapsed: start.elapsed(),
+        })
+    }
+
+    /// Drops a loaded plugin from memory (its files stay in the disk cache).
+    pub fn forget(&self, manifest_digest: &str) {
+        lock(&self.inner.loaded).remove(manifest_digest);
+    }
+
+    /// Loads the module's compiled artifact from the cache, or compiles and caches it.
+    async fn compile(&self, fetched: &Fetched) -> Result<Plugin, RegistryError> {
+        let inner = self.inner.clone();
+        let module_digest = fetched.module_digest.clone();
+        let bytes = fetched.bytes.clone();
+        let join = tokio::task::spawn_blocking(move || -> Result<Plugin, RegistryError> {
+            let plugin_err = |error| RegistryError::Plugin {
+                digest: module_digest.clone(),
+                error,
+            };
+            let cached = inner.cache.get_compiled(&inner.engine_key, &module_digest)?;
+            if let Lookup::Corrupt = cached {
+                inner
+                    .metrics
+                    .verification_failures
+                    .with_label_values(&["cache"])
+                    .inc();
+            }
+            if let Lookup::Hit(artifact) = cached {
+                match inner
+                    .runtime
+                    .load_precompiled(&artifact, &module_digest, bytes.len())
+                {
+                    Ok(p) => {
+                        inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
+                        return Ok(p);
+                    }
+                    Err(e) => tracing::warn!(error = %e, digest = %module_digest,
+                        "cached compiled artifact does not load; compiling again"),
+                }
+            }
+            inner.metrics.cache_misses.with_label_values(&["compiled"]).inc();
+            let compiled = inner.runtime.precompile(&bytes).and_then(|artifact| {
+                let plugin = inner
+                    .runtime
+                    .load_precompiled(&artifact, &module_digest, bytes.len())?;
+                Ok((artifact, plugin))
+            });
+            let label = if compiled.is_ok() { "ok" } else { "error" };
+            inner.metrics.compilations.with_label_values(&[label]).inc();
+            let (artifact, plugin) = compiled.map_err(plugin_err)?;
+            inner
+                .cache
+                .put_compiled(&inner.engine_key, &module_digest, &artifact)?;
+            Ok(plugin)
+        });
+        join.await.map_err(|e| RegistryError::Cache {
+            path: self.inner.cache.root().display().to_string(),
+            message: format!("compilation task failed: {e}"),
+        })?
+    }
+
+    /// Pushes a module as a wasm OCI artifact; returns the manifest digest. The module is checked to load as
+    /// a plugin first, so a broken module never reaches the registry.
+    pub async fn push(
+        &self,
+        wasm: &[u8],
+        file_name: &str,
+        reference: &PluginRef,
+    ) -> Result<String, RegistryError> {
+        let digest = sha256(wasm);
+        self.inner
+            .runtime
+            .compile(wasm)
+            .map_err(|error| RegistryError::Plugin { digest, error })?;
+        self.inner.source.push(reference, wasm, file_name).await
+    }
+}
