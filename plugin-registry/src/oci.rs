@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use oci_client::Client;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 use sha2::{Digest, Sha256};
@@ -216,9 +216,21 @@ impl OciSource {
         let mut bytes = Vec::with_capacity(layer.size as usize);
         let mut hasher = Sha256::new();
         while let Some(chunk) = stream.stream.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::Unreachable {
-                registry: r.registry().into(),
-                message: format!("reading layer {}: {e}", layer.digest),
+            let chunk = chunk.map_err(|e| {
+                // The client checks the digest as it streams; a mismatch is tampering, not a network fault.
+                match e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
+                    Some(DigestError::VerificationError { expected, actual }) => {
+                        RegistryError::DigestMismatch {
+                            what: format!("module layer of {r}"),
+                            expected: expected.clone(),
+                            actual: actual.clone(),
+                        }
+                    }
+                    _ => RegistryError::Unreachable {
+                        registry: r.registry().into(),
+                        message: format!("reading layer {}: {e}", layer.digest),
+                    },
+                }
             })?;
             if (bytes.len() + chunk.len()) as u64 > limit.min(layer.size as u64) {
                 return Err(RegistryError::TooLarge {

@@ -114,3 +114,103 @@ pub fn oras_push(
     );
     Ok(String::from_utf8(out.stdout)?.trim().to_string())
 }
+
+/// A CNCF distribution registry of a test's own (on a free port, data in a temp dir), for tests that stop
+/// it, tamper with its storage or need authentication, without disturbing the shared stack registry.
+#[derive(Debug)]
+pub struct PrivateRegistry {
+    child: Option<std::process::Child>,
+    pub addr: String,
+    dir: tempfile::TempDir,
+    auth: Option<(String, String)>,
+}
+
+impl PrivateRegistry {
+    /// Starts a registry; with `auth`, it demands basic authentication with that user and password.
+    pub fn start(auth: Option<(&str, &str)>) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut r = Self {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            dir: tempfile::tempdir()?,
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
+    /// The registry's storage root (blobs live under `docker/registry/v2/blobs/sha256/`).
+    pub fn storage(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// The file holding blob `digest` in the registry's storage.
+    pub fn blob_file(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.storage()
+            .join("docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
+    /// Stops the registry (its data stays).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same address with the same data.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        let config = self.dir.path().join("config.yml");
+        let mut yaml = format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {}\n",
+            self.storage().display(),
+            self.addr
+        );
+        if let Some((user, password)) = &self.auth {
+            let out = std::process::Command::new("htpasswd")
+                .args(["-Bbn", user, password])
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "htpasswd failed (apt install apache2-utils)"
+            );
+            let htpasswd = self.dir.path().join("htpasswd");
+            std::fs::write(&htpasswd, out.stdout)?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: millrace-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
+        std::fs::write(&config, yaml)?;
+        let log = std::fs::File::create(self.dir.path().join("registry.log"))?;
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if std::net::TcpStream::connect(&self.addr).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let log = std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default();
+                anyhow::bail!("private registry on {} did not start: {log}", self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -12,6 +12,10 @@ use millrace_runtime::{
 };
 use serde_json::{Value, json};
 
+use millrace_plugin_registry::{
+    Credentials, PluginRef, PluginStore, PullPolicy, RegistryConfig, RegistryMetrics,
+};
+
 use crate::units::{parse_duration, parse_size};
 
 #[derive(Subcommand, Debug)]
@@ -19,8 +23,13 @@ pub enum PluginCommand {
     /// Run a plugin over records from an NDJSON file and print each record's outputs, logs, fuel and time.
     /// Exits 1 when a record fails (trap, limit, invalid output), 0 otherwise.
     Test(TestArgs),
-    /// Show a module's contract, ABI version, imports, exports and size.
+    /// Show a plugin's contract, ABI version, imports, exports and size: a .wasm file, or a reference
+    /// (pulled into the cache first).
     Inspect(InspectArgs),
+    /// Push a module to an OCI registry as a wasm artifact (as `oras push` would); prints the digest.
+    Push(PushArgs),
+    /// Pull a plugin into the local cache (verified and compiled); prints its digest.
+    Pull(PullArgs),
     /// Measure a plugin: records/s over a corpus, fuel per record, instantiation time, memory per instance.
     Bench(BenchArgs),
 }
@@ -87,11 +96,57 @@ pub struct TestArgs {
 
 #[derive(Args, Debug)]
 pub struct InspectArgs {
-    /// The plugin module (.wasm).
-    plugin: PathBuf,
+    /// A plugin module (.wasm file) or a reference (registry/repository:tag or @sha256:...).
+    plugin: String,
     /// JSON instead of text.
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+/// How to reach registries and where to cache plugins.
+#[derive(Args, Debug, Clone)]
+pub struct RegistryArgs {
+    /// Plugin cache directory.
+    #[arg(long, env = "MILLRACE_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Speak plain HTTP to the reference's registry (loopback and test registries only).
+    #[arg(long)]
+    insecure: bool,
+    /// Registry user name (basic auth, or the token flow the registry asks for).
+    #[arg(long, env = "MILLRACE_REGISTRY_USERNAME")]
+    username: Option<String>,
+    /// Registry password.
+    #[arg(long, env = "MILLRACE_REGISTRY_PASSWORD", hide_env_values = true)]
+    password: Option<String>,
+    /// A Docker config.json with credentials per registry (as Kubernetes mounts imagePullSecrets).
+    #[arg(long, env = "DOCKER_CONFIG_JSON")]
+    docker_config: Option<PathBuf>,
+    /// When to resolve a tag again: if-not-present, always, or a duration such as 5m.
+    #[arg(long, default_value = "always")]
+    pull_policy: String,
+}
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// The module to push (.wasm); it must load as a plugin.
+    file: PathBuf,
+    /// Where: registry/repository:tag.
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct PullArgs {
+    /// What: registry/repository:tag or registry/repository@sha256:...
+    reference: String,
+    /// Print a JSON object (digests, where it came from, time to ready) instead of the digest.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 #[derive(Args, Debug)]
@@ -121,6 +176,8 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
     match cmd {
         PluginCommand::Test(a) => test(a),
         PluginCommand::Inspect(a) => inspect(a),
+        PluginCommand::Push(a) => push(a),
+        PluginCommand::Pull(a) => pull(a),
         PluginCommand::Bench(a) => bench(a),
     }
 }
@@ -367,7 +424,15 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         max_instances: 2,
         ..EngineConfig::default()
     })?;
-    let plugin = load(&runtime, &args.plugin)?;
+    let path = Path::new(&args.plugin);
+    let (plugin, manifest) = if path.exists() || args.plugin.ends_with(".wasm") {
+        (load(&runtime, path)?, None)
+    } else {
+        let reference = PluginRef::parse(&args.plugin)?;
+        let store = store(&args.registry, &reference, runtime.clone())?;
+        let loaded = tokio_runtime()?.block_on(store.load(&reference))?;
+        (loaded.plugin, Some(loaded.manifest_digest))
+    };
     let info = plugin.info();
     if args.json {
         let items = |v: &[millrace_runtime::Item]| -> Vec<Value> {
@@ -376,7 +441,8 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
                 .collect()
         };
         let v = json!({
-            "file": args.plugin,
+            "plugin": args.plugin,
+            "manifest_digest": manifest,
             "size": info.size,
             "digest": info.digest,
             "contract": match info.contract { millrace_runtime::Contract::V1 => "v1", millrace_runtime::Contract::Seed => "seed" },
@@ -388,8 +454,11 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("file      {} ({} bytes)", args.plugin.display(), info.size);
-    println!("digest    {}", info.digest);
+    println!("plugin    {} ({} bytes)", args.plugin, info.size);
+    if let Some(m) = &manifest {
+        println!("manifest  {m}");
+    }
+    println!("module    {}", info.digest);
     match info.abi_version {
         Some(v) => println!("contract  {} (version {v})", info.contract),
         None => println!("contract  {}", info.contract),
@@ -402,6 +471,119 @@ fn inspect(args: InspectArgs) -> Result<ExitCode> {
     println!("exports");
     for e in &info.exports {
         println!("  {:<40} {}", e.name, e.ty);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+fn default_cache_dir() -> PathBuf {
+    std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir)
+        .join("millrace/plugins")
+}
+
+fn parse_pull_policy(s: &str) -> Result<PullPolicy> {
+    Ok(match s {
+        "always" | "Always" => PullPolicy::Always,
+        "if-not-present" | "IfNotPresent" => PullPolicy::IfNotPresent,
+        other => PullPolicy::Interval(
+            parse_duration(other)
+                .map_err(|e| anyhow::anyhow!("--pull-policy: always, if-not-present or a duration: {e}"))?,
+        ),
+    })
+}
+
+fn store(args: &RegistryArgs, reference: &PluginRef, runtime: Runtime) -> Result<PluginStore> {
+    let mut config = RegistryConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
+    config.pull_policy = parse_pull_policy(&args.pull_policy)?;
+    if args.insecure {
+        config.insecure_registries.push(reference.registry().to_string());
+    }
+    config.credentials = match (&args.username, &args.password, &args.docker_config) {
+        (Some(u), Some(p), _) => Credentials::Basic {
+            username: u.clone(),
+            password: p.clone(),
+        },
+        (Some(_), None, _) => bail!("--username needs --password (or MILLRACE_REGISTRY_PASSWORD)"),
+        (None, _, Some(path)) => Credentials::DockerConfig { path: path.clone() },
+        _ => Credentials::Anonymous,
+    };
+    Ok(PluginStore::new(
+        config,
+        runtime,
+        RegistryMetrics::unregistered(),
+    )?)
+}
+
+/// Progress and timings for a person at a terminal; nothing when stderr is piped.
+fn progress(msg: &str) {
+    if std::io::stderr().is_terminal() {
+        eprintln!("{msg}");
+    }
+}
+
+fn push(args: PushArgs) -> Result<ExitCode> {
+    let reference = PluginRef::parse(&args.reference)?;
+    let wasm = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let name = args
+        .file
+        .file_name()
+        .map_or_else(|| "plugin.wasm".to_string(), |n| n.to_string_lossy().into_owned());
+    let runtime = Runtime::new(EngineConfig {
+        max_instances: 2,
+        ..EngineConfig::default()
+    })?;
+    let store = store(&args.registry, &reference, runtime)?;
+    let start = Instant::now();
+    let digest = tokio_runtime()?.block_on(store.push(&wasm, &name, &reference))?;
+    progress(&format!(
+        "pushed {} ({} KiB) to {reference} in {} ms",
+        args.file.display(),
+        wasm.len().div_ceil(1024),
+        start.elapsed().as_millis()
+    ));
+    println!("{digest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pull(args: PullArgs) -> Result<ExitCode> {
+    let reference = PluginRef::parse(&args.reference)?;
+    let runtime = Runtime::new(EngineConfig {
+        max_instances: 2,
+        ..EngineConfig::default()
+    })?;
+    let store = store(&args.registry, &reference, runtime)?;
+    let loaded = tokio_runtime()?.block_on(store.load(&reference))?;
+    progress(&format!(
+        "{reference}: module {} ({} KiB, {}) from {:?} ready in {} ms; cache {}",
+        loaded.module_digest,
+        loaded.plugin.info().size.div_ceil(1024),
+        loaded.plugin.contract(),
+        loaded.source,
+        loaded.elapsed.as_millis(),
+        store.config().cache_dir.display()
+    ));
+    if args.json {
+        println!(
+            "{}",
+            json!({
+                "reference": reference.to_string(),
+                "manifest_digest": loaded.manifest_digest,
+                "module_digest": loaded.module_digest,
+                "source": format!("{:?}", loaded.source).to_lowercase(),
+                "ready_ms": loaded.elapsed.as_secs_f64() * 1e3,
+                "module_bytes": loaded.plugin.info().size,
+            })
+        );
+    } else {
+        println!("{}", loaded.manifest_digest);
     }
     Ok(ExitCode::SUCCESS)
 }

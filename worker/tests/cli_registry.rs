@@ -1,0 +1,109 @@
+//! `millrace plugin push|pull|inspect <ref>` against the stack's real OCI registry (`make stack-up`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn registry() -> String {
+    if let Ok(a) = std::env::var("MILLRACE_STACK_REGISTRY") {
+        return a;
+    }
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.stack/registry.addr");
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|_| {
+            panic!(
+                "the stack's registry is not running ({}); run `make stack-up`",
+                file.display()
+            )
+        })
+        .trim()
+        .to_string()
+}
+
+fn millrace(args: &[&str], cache: &std::path::Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_millrace"))
+        .args(args)
+        .env("MILLRACE_CACHE_DIR", cache)
+        .output()
+        .expect("run millrace")
+}
+
+fn dist(name: &str) -> String {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
+    assert!(p.exists(), "{} missing: run `make plugins`", p.display());
+    p.to_string_lossy().into_owned()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).trim().to_string()
+}
+
+#[test]
+fn push_then_pull_and_inspect_by_reference() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = format!(
+        "cli/push-{}-{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+    );
+    let reference = format!("{}/{repo}:v1", registry());
+    let out = millrace(
+        &["plugin", "push", &dist("seed_compat"), &reference, "--insecure"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digest = text(&out.stdout);
+    assert!(
+        digest.starts_with("sha256:") && digest.len() == 71,
+        "piped output is the digest alone: {digest}"
+    );
+    assert!(
+        text(&out.stderr).is_empty(),
+        "quiet when not on a terminal: {}",
+        text(&out.stderr)
+    );
+
+    let out = millrace(
+        &["plugin", "pull", &reference, "--insecure", "--json"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest_digest"], digest.as_str());
+    assert_eq!(v["source"], "registry");
+    // A second pull by digest is served by the cache.
+    let pinned = format!("{}/{repo}@{digest}", registry());
+    let out = millrace(&["plugin", "pull", &pinned, "--json"], cache.path());
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["source"], "cache");
+
+    let out = millrace(&["plugin", "inspect", &pinned], cache.path());
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(stdout.contains(&format!("manifest  {digest}")), "{stdout}");
+    assert!(stdout.contains("contract  seed contract"), "{stdout}");
+}
+
+#[test]
+fn bad_references_and_missing_plugins_are_clear_errors() {
+    let cache = tempfile::tempdir().unwrap();
+    let out = millrace(&["plugin", "pull", "http://nope/x:v1"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("invalid plugin reference"),
+        "{}",
+        text(&out.stderr)
+    );
+    let missing = format!("{}/cli/never-pushed:v1", registry());
+    let out = millrace(&["plugin", "pull", &missing, "--insecure"], cache.path());
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+    let out = millrace(
+        &["plugin", "pull", "127.0.0.1:1/x/y:v1", "--insecure"],
+        cache.path(),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("unreachable"), "{}", text(&out.stderr));
+}
