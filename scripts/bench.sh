@@ -30,3 +30,23 @@ run() { echo "  $1" >&2; shift; "$@"; }
 } >"$OUT/runtime.jsonl"
 python3 scripts/bench/report.py runtime "$OUT/runtime.jsonl" BENCHMARKS.md
 echo "results: $OUT/runtime.jsonl; report: BENCHMARKS.md" >&2
+
+echo "== plugin registry: cold (pull + verify + compile -> ready) and warm (cache hit -> ready)" >&2
+scripts/stack/stack.sh up registry
+REGISTRY=$(cat "${MILLRACE_STACK_DIR:-.stack}/registry.addr")
+VENV_PY=${MILLRACE_VENV:-.venv}/bin/python
+: >"$OUT/registry.jsonl"
+for p in seed_router seed_compat acme_iot c_envelope; do
+    repo="bench/$p-$(date +%s%N)"
+    digest=$("$VENV_PY" scripts/oras-push.py "$REGISTRY/$repo:v1" "plugins/dist/$p.wasm" --media-type application/wasm --insecure)
+    ref="$REGISTRY/$repo@$digest"
+    for i in 1 2 3; do
+        cache=$(mktemp -d)
+        cold=$("$MILLRACE" plugin pull "$ref" --insecure --json --cache-dir "$cache")
+        warm=$("$MILLRACE" plugin pull "$ref" --insecure --json --cache-dir "$cache" --repeat 200)
+        printf '{"plugin":"%s","cold":%s,"warm":%s}\n' "$p" "$cold" "$warm" >>"$OUT/registry.jsonl"
+        rm -rf "$cache"
+    done
+    echo "  $p" >&2
+done
+python3 scripts/bench/report.py registry "$OUT/registry.jsonl" BENCHMARKS.md

@@ -388,6 +388,20 @@ impl PluginStore {
             return Ok(loaded);
         }
         self.miss("memory");
+        // Fastest path from disk: manifest and compiled artifact cached; the module itself is not needed.
+        if let Some(manifest) = self.cached_manifest(&digest)?
+            && let Ok(layer) = media::select_layer(&manifest)
+            && let Some(plugin) = self.load_compiled(&layer.digest, layer.size.max(0) as usize).await?
+        {
+            lock(&self.inner.loaded).insert(digest.clone(), (plugin.clone(), layer.digest.clone()));
+            return Ok(Loaded {
+                plugin,
+                manifest_digest: digest,
+                module_digest: layer.digest.clone(),
+                source: Source::Cache,
+                elapsed: start.elapsed(),
+            });
+        }
         let fetched = self.fetch_resolved(reference, &digest).await?;
         let plugin = self.compile(&fetched).await?;
         lock(&self.inner.loaded).insert(digest.clone(), (plugin.clone(), fetched.module_digest.clone()));
@@ -415,6 +429,36 @@ impl PluginStore {
     /// Drops a loaded plugin from memory (its files stay in the disk cache).
     pub fn forget(&self, manifest_digest: &str) {
         lock(&self.inner.loaded).remove(manifest_digest);
+    }
+
+    /// The plugin from its cached compiled artifact alone, if there is a good one.
+    async fn load_compiled(&self, module_digest: &str, size: usize) -> Result<Option<Plugin>, RegistryError> {
+        let inner = self.inner.clone();
+        let module_digest = module_digest.to_string();
+        let join = tokio::task::spawn_blocking(move || -> Result<Option<Plugin>, RegistryError> {
+            match inner.cache.get_compiled(&inner.engine_key, &module_digest)? {
+                Lookup::Hit(artifact) => match inner.runtime.load_precompiled(&artifact, &module_digest, size) {
+                    Ok(p) => {
+                        inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
+                        Ok(Some(p))
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, digest = %module_digest,
+                            "cached compiled artifact does not load; compiling again");
+                        Ok(None)
+                    }
+                },
+                Lookup::Corrupt => {
+                    inner.metrics.verification_failures.with_label_values(&["cache"]).inc();
+                    Ok(None)
+                }
+                Lookup::Miss => Ok(None),
+            }
+        });
+        join.await.map_err(|e| RegistryError::Cache {
+            path: self.inner.cache.root().display().to_string(),
+            message: format!("loading task failed: {e}"),
+        })?
     }
 
     /// Loads the module's compiled artifact from the cache, or compiles and caches it.

@@ -145,6 +145,9 @@ pub struct PullArgs {
     /// Print a JSON object (digests, where it came from, time to ready) instead of the digest.
     #[arg(long)]
     json: bool,
+    /// Load it this many more times in the same process and report those times too (benchmarks).
+    #[arg(long, default_value_t = 0, hide = true)]
+    repeat: u32,
     #[command(flatten)]
     registry: RegistryArgs,
 }
@@ -560,7 +563,12 @@ fn pull(args: PullArgs) -> Result<ExitCode> {
         ..EngineConfig::default()
     })?;
     let store = store(&args.registry, &reference, runtime)?;
-    let loaded = tokio_runtime()?.block_on(store.load(&reference))?;
+    let rt = tokio_runtime()?;
+    let loaded = rt.block_on(store.load(&reference))?;
+    let mut repeats = Vec::new();
+    for _ in 0..args.repeat {
+        repeats.push(rt.block_on(store.load(&reference))?.elapsed.as_secs_f64() * 1e3);
+    }
     progress(&format!(
         "{reference}: module {} ({} KiB, {}) from {:?} ready in {} ms; cache {}",
         loaded.module_digest,
@@ -580,6 +588,7 @@ fn pull(args: PullArgs) -> Result<ExitCode> {
                 "source": format!("{:?}", loaded.source).to_lowercase(),
                 "ready_ms": loaded.elapsed.as_secs_f64() * 1e3,
                 "module_bytes": loaded.plugin.info().size,
+                "repeat_ms": repeats,
             })
         );
     } else {
