@@ -38,10 +38,11 @@ fn map_err(e: OciDistributionError, r: &PluginRef) -> RegistryError {
         OciDistributionError::RequestError(ref re)
             if re.is_connect() || re.is_timeout() || re.is_request() =>
         {
-            RegistryError::Unreachable {
-                registry,
-                message: format!("{re}: {}", source_chain(re)),
+            let mut message = format!("{re}: {}", source_chain(re));
+            if message.contains("wrong version number") {
+                message.push_str(" (the registry speaks plain HTTP: declare it insecure if that is intended)");
             }
+            RegistryError::Unreachable { registry, message }
         }
         OciDistributionError::AuthenticationFailure(m) => RegistryError::Unauthorized {
             registry,
