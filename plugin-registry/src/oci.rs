@@ -40,7 +40,8 @@ fn map_err(e: OciDistributionError, r: &PluginRef) -> RegistryError {
         {
             let mut message = format!("{re}: {}", source_chain(re));
             if message.contains("wrong version number") {
-                message.push_str(" (the registry speaks plain HTTP: declare it insecure if that is intended)");
+                message
+                    .push_str(" (the registry speaks plain HTTP: declare it insecure if that is intended)");
             }
             RegistryError::Unreachable { registry, message }
         }

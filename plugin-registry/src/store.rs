@@ -391,7 +391,9 @@ impl PluginStore {
         // Fastest path from disk: manifest and compiled artifact cached; the module itself is not needed.
         if let Some(manifest) = self.cached_manifest(&digest)?
             && let Ok(layer) = media::select_layer(&manifest)
-            && let Some(plugin) = self.load_compiled(&layer.digest, layer.size.max(0) as usize).await?
+            && let Some(plugin) = self
+                .load_compiled(&layer.digest, layer.size.max(0) as usize)
+                .await?
         {
             lock(&self.inner.loaded).insert(digest.clone(), (plugin.clone(), layer.digest.clone()));
             return Ok(Loaded {
@@ -437,19 +439,25 @@ impl PluginStore {
         let module_digest = module_digest.to_string();
         let join = tokio::task::spawn_blocking(move || -> Result<Option<Plugin>, RegistryError> {
             match inner.cache.get_compiled(&inner.engine_key, &module_digest)? {
-                Lookup::Hit(artifact) => match inner.runtime.load_precompiled(&artifact, &module_digest, size) {
-                    Ok(p) => {
-                        inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
-                        Ok(Some(p))
-                    }
-                    Err(e) => {
-                        tracing::warn!(error = %e, digest = %module_digest,
+                Lookup::Hit(artifact) => {
+                    match inner.runtime.load_precompiled(&artifact, &module_digest, size) {
+                        Ok(p) => {
+                            inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
+                            Ok(Some(p))
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, digest = %module_digest,
                             "cached compiled artifact does not load; compiling again");
-                        Ok(None)
+                            Ok(None)
+                        }
                     }
-                },
+                }
                 Lookup::Corrupt => {
-                    inner.metrics.verification_failures.with_label_values(&["cache"]).inc();
+                    inner
+                        .metrics
+                        .verification_failures
+                        .with_label_values(&["cache"])
+                        .inc();
                     Ok(None)
                 }
                 Lookup::Miss => Ok(None),

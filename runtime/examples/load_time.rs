@@ -18,7 +18,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let t = Instant::now();
         let p = rt.load_precompiled(&artifact, &digest, wasm.len())?;
         let load = t.elapsed();
-        println!("artifact {} KiB: sha256 {:?}, load_precompiled (deserialize + checks + probe) {:?} {}", artifact.len() / 1024, hash, load, &h[..12]);
+        println!(
+            "artifact {} KiB: sha256 {:?}, load_precompiled (deserialize + checks + probe) {:?} {}",
+            artifact.len() / 1024,
+            hash,
+            load,
+            &h[..12]
+        );
         drop(p);
     }
     Ok(())
