@@ -588,6 +588,31 @@ fn not_wasm_other_abi_versions_and_non_plugins_are_refused() {
     assert_eq!(err.kind(), "not_a_plugin");
 }
 
+/// What TinyGo builds by default: a WASI command whose `_start` initialises the runtime and ends with
+/// `proc_exit(0)`, then serves `process_data` calls.
+#[test]
+fn seed_command_modules_are_started_once_and_may_exit_zero() {
+    let rt = runtime();
+    let module = wat(r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (import "env" "host_send_to_influx" (func $influx (param i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (global $ready (mut i32) (i32.const 0))
+        (data (i32.const 0) "started v=1")
+        (func (export "_start") (global.set $ready (i32.const 1)) (call $exit (i32.const 0)))
+        (func (export "allocate") (param i32) (result i32) i32.const 1024)
+        (func (export "deallocate") (param i32 i32))
+        (func (export "process_data") (param i32 i32)
+            (if (global.get $ready) (then (drop (call $influx (i32.const 0) (i32.const 11)))))))"#);
+    let plugin = rt.compile(&module).unwrap();
+    assert_eq!(plugin.contract(), Contract::Seed);
+    let mut inst = plugin.instance(Limits::default()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(points(accepted(&inst.process(&record("{}")))), ["started v=1"]);
+    }
+    assert_eq!(inst.stats().instantiations, 1);
+}
+
 #[test]
 fn a_trapping_start_function_fails_instantiation_cleanly() {
     let rt = runtime();

@@ -338,6 +338,40 @@ async fn cached_plugins_load_offline_and_pulls_resume_when_the_registry_is_back(
 }
 
 #[tokio::test]
+async fn corrupt_cache_entries_are_discarded_and_fetched_again() -> Result<()> {
+    let registry = addr("registry");
+    let tag = format!("{registry}/{}:v1", unique("it/corrupt"));
+    let digest = oras_push(&tag, &dist("seed_router"), Some("application/wasm"), None)?;
+    let reference = PluginRef::parse(&format!("{tag}@{digest}"))?;
+    let cache = tempfile::tempdir()?;
+    store_with(&registry, Some(cache.path()), |_| {})
+        .store
+        .load(&reference)
+        .await?;
+    // Flip a byte in every cached file: module, manifest and compiled artifact.
+    for file in dir_files(&cache.path().join("blobs"))
+        .into_iter()
+        .chain(dir_files(&cache.path().join("compiled")))
+    {
+        let mut b = std::fs::read(&file)?;
+        b[0] ^= 0x55;
+        std::fs::write(&file, b)?;
+    }
+    let f = store_with(&registry, Some(cache.path()), |_| {});
+    let loaded = f.store.load(&reference).await?;
+    assert_eq!(loaded.source, Source::Registry, "fetched again");
+    assert_eq!(
+        route_metric(&loaded.plugin),
+        "env_metrics,source=s1,unit=C value=1.5"
+    );
+    assert!(counter(&f, "millrace_plugin_verification_failures_total", "cache") >= 1);
+    // And the cache is whole again.
+    let again = store_with(&registry, Some(cache.path()), |_| {});
+    assert_eq!(again.store.load(&reference).await?.source, Source::Cache);
+    Ok(())
+}
+
+#[tokio::test]
 async fn registries_with_authentication_need_the_right_credentials() -> Result<()> {
     let reg = PrivateRegistry::start(Some(("alice", "wonderland")))?;
     let reference = PluginRef::parse(&format!("{}/it/auth:v1", reg.addr))?;
