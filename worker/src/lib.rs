@@ -1,2 +1,12 @@
 //! The millrace worker library: configuration, the pipeline from Kafka through plugins to the stores,
 //! the sinks and the observability endpoints. The `millrace` binary is a thin command line over it.
+
+pub mod config;
+mod error;
+pub mod units;
+
+pub use config::WorkerConfig;
+pub use error::WorkerError;
+pub mod metrics;
+pub mod sinks;
+pub mod tracker;

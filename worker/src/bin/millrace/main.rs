@@ -1,7 +1,7 @@
 //! The `millrace` command line: the worker, and tools for plugin authors and operators.
 
 mod plugin_cmd;
-mod units;
+
 
 use clap::{Parser, Subcommand};
 

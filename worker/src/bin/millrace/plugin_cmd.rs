@@ -16,7 +16,7 @@ use millrace_plugin_registry::{
     Credentials, PluginRef, PluginStore, PullPolicy, RegistryConfig, RegistryMetrics,
 };
 
-use crate::units::{parse_duration, parse_size};
+use millrace_worker::units::{parse_duration, parse_size};
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {

@@ -1,4 +1,4 @@
-//! Human units on the command line: sizes (`4MiB`, `512KiB`, `1048576`) and durations (`50ms`, `2s`).
+//! Human units in configuration and on the command line: sizes (`4MiB`, `512KiB`, `1048576`) and durations (`50ms`, `2s`).
 
 use std::time::Duration;
 

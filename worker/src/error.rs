@@ -1,0 +1,44 @@
+//! The worker's error type at its boundary: configuration, Kafka, sinks, plugins, the HTTP endpoints.
+
+use millrace_plugin_registry::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// The configuration is invalid; `key` is the path of the offending option (empty: the whole file).
+    #[error("configuration{}: {message}", if key.is_empty() { String::new() } else { format!(" `{key}`") })]
+    Config { key: String, message: String },
+
+    /// Kafka client errors (creating the consumer/producer, subscribing, committing).
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+
+    /// A binding's plugin could not be loaded.
+    #[error("binding `{binding}`: {error}")]
+    Plugin { binding: String, error: RegistryError },
+
+    /// The plugin runtime could not start.
+    #[error("plugin runtime: {0}")]
+    Runtime(#[from] millrace_runtime::PluginError),
+
+    /// Binding the metrics/health endpoint, or another I/O failure.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A metric could not be registered (a programming error: duplicate names).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+}
+
+impl WorkerError {
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Kafka(_) | Self::Io { .. } => true,
+            Self::Plugin { error, .. } => error.is_retriable(),
+            _ => false,
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Every metric the worker exports, defined in one place (the registry crate's own are in
+//! `plugin-registry/src/metrics.rs`; `docs/metrics.md` lists both). All names start with `millrace_`; labels are
+//! bounded: binding, sink, error kind, outcome, and topic/partition only for consumer lag.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, exponential_buckets,
+};
+
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub registry: Registry,
+    pub records_in: IntCounterVec,
+    pub records_processed: IntCounterVec,
+    pub outputs: IntCounterVec,
+    pub plugin_duration: HistogramVec,
+    pub plugin_fuel: HistogramVec,
+    pub plugin_errors: IntCounterVec,
+    pub plugin_logs_dropped: IntCounterVec,
+    pub plugin_info: IntGaugeVec,
+    pub dead_letters: IntCounterVec,
+    pub sink_items: IntCounterVec,
+    pub sink_batch_records: HistogramVec,
+    pub sink_write_duration: HistogramVec,
+    pub sink_retries: IntCounterVec,
+    pub sink_up: IntGaugeVec,
+    pub in_flight: IntGauge,
+    pub paused_partitions: IntGauge,
+    pub assigned_partitions: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub rebalances: IntCounterVec,
+    pub record_latency: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| -> Result<IntCounterVec, prometheus::Error> {
+            let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram =
+            |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| -> Result<HistogramVec, prometheus::Error> {
+                let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+                registry.register(Box::new(h.clone()))?;
+                Ok(h)
+            };
+        let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
+            registry.register(Box::new(g.clone()))?;
+            Ok(g)
+        };
+        let seconds = exponential_buckets(0.000_005, 4.0, 12)?; // 5 us .. ~84 s
+        let m = Self {
+            records_in: counter("millrace_records_in_total", "Records taken from Kafka", &["binding"])?,
+            records_processed: counter(
+                "millrace_records_processed_total",
+                "Records run through their plugin, by outcome (accepted, rejected, failed)",
+                &["binding", "outcome"],
+            )?,
+            outputs: counter(
+                "millrace_outputs_total",
+                "Outputs produced by plugins, by kind (point, document)",
+                &["binding", "kind"],
+            )?,
+            plugin_duration: histogram(
+                "millrace_plugin_duration_seconds",
+                "Time a plugin took per record",
+                &["binding"],
+                seconds.clone(),
+            )?,
+            plugin_fuel: histogram(
+                "millrace_plugin_fuel_used",
+                "Fuel a plugin used per record",
+                &["binding"],
+                exponential_buckets(1000.0, 4.0, 12)?,
+            )?,
+            plugin_errors: counter(
+                "millrace_plugin_errors_total",
+                "Records a plugin failed on, by error kind (out_of_fuel, timeout, trap, ...)",
+                &["binding", "kind"],
+            )?,
+            plugin_logs_dropped: counter(
+                "millrace_plugin_logs_dropped_total",
+                "Plugin log lines dropped by the per-record and rate limits",
+                &["binding"],
+            )?,
+            plugin_info: gauge(
+                "millrace_plugin_info",
+                "The plugin each binding runs (value 1)",
+                &["binding", "digest"],
+            )?,
+            dead_letters: counter(
+                "millrace_dead_letters_total",
+                "Records written to the dead-letter topic, by error kind",
+                &["kind"],
+            )?,
+            sink_items: counter(
+                "millrace_sink_items_total",
+                "Outputs written by a sink, by result (ok, rejected)",
+                &["sink", "result"],
+            )?,
+            sink_batch_records: histogram(
+                "millrace_sink_batch_records",
+                "Outputs per batch sent to a store",
+                &["sink"],
+                exponential_buckets(1.0, 4.0, 9)?,
+            )?,
+            sink_write_duration: histogram(
+                "millrace_sink_write_duration_seconds",
+                "Time of one batch request to a store, by result",
+                &["sink", "result"],
+                seconds,
+            )?,
+            sink_retries: counter("millrace_sink_retries_total", "Batch requests retried", &["sink"])?,
+            sink_up: gauge(
+                "millrace_sink_up",
+                "Whether the last request to the store succeeded (1) or failed (0)",
+                &["sink"],
+            )?,
+            in_flight: IntGauge::new("millrace_in_flight_records", "Records taken and not yet fully written")?,
+            paused_partitions: IntGauge::new(
+                "millrace_paused_partitions",
+                "Partitions paused because too many of their records are in flight (stores slow or down)",
+            )?,
+            assigned_partitions: IntGauge::new("millrace_assigned_partitions", "Partitions assigned to this worker")?,
+            consumer_lag: gauge(
+                "millrace_consumer_lag",
+                "Consumer lag per partition, from librdkafka statistics",
+                &["topic", "partition"],
+            )?,
+            rebalances: counter("millrace_rebalances_total", "Consumer group rebalances, by kind", &["kind"])?,
+            record_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "millrace_record_latency_seconds",
+                    "From a record's Kafka timestamp to all its outputs acknowledged",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 18)?),
+            )?,
+            registry: registry.clone(),
+        };
+        registry.register(Box::new(m.in_flight.clone()))?;
+        registry.register(Box::new(m.paused_partitions.clone()))?;
+        registry.register(Box::new(m.assigned_partitions.clone()))?;
+        registry.register(Box::new(m.record_latency.clone()))?;
+        Ok(m)
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
+    }
+}

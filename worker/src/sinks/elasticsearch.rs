@@ -1,0 +1,159 @@
+//! Elasticsearch/OpenSearch sink: the documented `_bulk` API through the `elasticsearch` crate, with plain
+//! `application/json` so that Elasticsearch 7/8/9 and OpenSearch all accept it. Each document is an `index`
+//! action with its deterministic id, so a redelivered record overwrites instead of duplicating. The response is
+//! read per item: 429 and 5xx items are retried, other failures are rejected with the store's reason.
+
+use elasticsearch::auth::Credentials;
+use elasticsearch::http::Url;
+use elasticsearch::http::transport::{SingleNodeConnectionPool, MultiNodeConnectionPool, TransportBuilder};
+use elasticsearch::{BulkParts, Elasticsearch};
+use serde_json::Value;
+
+use super::{ItemResult, Payload, Store, WriteError, retriable_status};
+use crate::config::{ElasticsearchConfig, EsAuth};
+
+#[derive(Debug)]
+pub struct ElasticsearchStore {
+    client: Elasticsearch,
+}
+
+impl ElasticsearchStore {
+    pub fn new(c: &ElasticsearchConfig) -> Result<Self, String> {
+        let urls: Vec<Url> = c
+            .urls
+            .iter()
+            .map(|u| Url::parse(u).map_err(|e| format!("`{u}`: {e}")))
+            .collect::<Result<_, _>>()?;
+        let mut builder = match urls.as_slice() {
+            [one] => TransportBuilder::new(SingleNodeConnectionPool::new(one.clone())),
+            _ => TransportBuilder::new(MultiNodeConnectionPool::round_robin(urls, None)),
+        };
+        builder = builder
+            .disable_proxy()
+            .timeout(c.timeout)
+            .request_body_compression(c.gzip);
+        builder = match &c.auth {
+            EsAuth::None => builder,
+            EsAuth::Basic { username, password } => {
+                builder.auth(Credentials::Basic(username.clone(), password.expose().to_string()))
+            }
+            EsAuth::ApiKey(k) => builder.auth(Credentials::EncodedApiKey(k.expose().to_string())),
+        };
+        let transport = builder.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            client: Elasticsearch::new(transport),
+        })
+    }
+}
+
+fn item_result(item: &Value) -> ItemResult {
+    let op = item.as_object().and_then(|o| o.values().next()).unwrap_or(&Value::Null);
+    let status = op["status"].as_u64().unwrap_or(0) as u16;
+    if (200..300).contains(&status) {
+        return ItemResult::Ok;
+    }
+    let reason = match &op["error"] {
+        Value::Object(e) => format!(
+            "{status} {}: {}",
+            e.get("type").and_then(Value::as_str).unwrap_or("error"),
+            e.get("reason").and_then(Value::as_str).unwrap_or("")
+        ),
+        Value::Null => format!("status {status}"),
+        other => format!("{status} {other}"),
+    };
+    if status == 0 || retriable_status(status) {
+        ItemResult::Retry(reason)
+    } else {
+        ItemResult::Reject(reason)
+    }
+}
+
+impl Store for ElasticsearchStore {
+    fn name(&self) -> &'static str {
+        "elasticsearch"
+    }
+
+    async fn write(&self, batch: &[&Payload]) -> Result<Vec<ItemResult>, WriteError> {
+        let mut lines: Vec<String> = Vec::with_capacity(batch.len() * 2);
+        let mut sent = Vec::with_capacity(batch.len());
+        let mut results = vec![ItemResult::Ok; batch.len()];
+        for (i, p) in batch.iter().enumerate() {
+            match p {
+                Payload::Document { index, id, body } => {
+                    lines.push(serde_json::json!({"index": {"_index": index, "_id": id}}).to_string());
+                    lines.push(body.clone());
+                    sent.push(i);
+                }
+                Payload::Line(_) => results[i] = ItemResult::Reject("a point was routed to Elasticsearch".into()),
+            }
+        }
+        if sent.is_empty() {
+            return Ok(results);
+        }
+        let resp = self
+            .client
+            .bulk(BulkParts::None)
+            .body(lines)
+            .send()
+            .await
+            .map_err(|e| WriteError {
+                retriable: true,
+                message: format!("_bulk: {e}"),
+            })?;
+        let status = resp.status_code().as_u16();
+        let text = resp.text().await.map_err(|e| WriteError {
+            retriable: true,
+            message: format!("_bulk response: {e}"),
+        })?;
+        if !(200..300).contains(&status) {
+            return Err(WriteError {
+                retriable: retriable_status(status) || matches!(status, 401 | 403 | 404),
+                message: format!("_bulk answered {status}: {}", text.chars().take(500).collect::<String>()),
+            });
+        }
+        let v: Value = serde_json::from_str(&text).map_err(|e| WriteError {
+            retriable: true,
+            message: format!("_bulk answered unreadable JSON: {e}"),
+        })?;
+        let items = v["items"].as_array().ok_or_else(|| WriteError {
+            retriable: true,
+            message: "_bulk answer without items".into(),
+        })?;
+        if items.len() != sent.len() {
+            return Err(WriteError {
+                retriable: true,
+                message: format!("_bulk answered {} items for {} documents", items.len(), sent.len()),
+            });
+        }
+        for (i, item) in sent.into_iter().zip(items) {
+            results[i] = item_result(item);
+        }
+        Ok(results)
+    }
+
+    async fn ping(&self) -> bool {
+        self.client
+            .ping()
+            .send()
+            .await
+            .is_ok_and(|r| r.status_code().is_success())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bulk_items_are_classified() {
+        let ok = serde_json::json!({"index": {"status": 201}});
+        let busy = serde_json::json!({"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}});
+        let bad = serde_json::json!({"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"}}});
+        assert_eq!(item_result(&ok), ItemResult::Ok);
+        assert!(matches!(item_result(&busy), ItemResult::Retry(r) if r.contains("queue full")));
+        assert_eq!(
+            item_result(&bad),
+            ItemResult::Reject("400 mapper_parsing_exception: failed to parse field [n]".into())
+        );
+    }
+}
