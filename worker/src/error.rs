@@ -14,7 +14,10 @@ pub enum WorkerError {
 
     /// A binding's plugin could not be loaded.
     #[error("binding `{binding}`: {error}")]
-    Plugin { binding: String, error: RegistryError },
+    Plugin {
+        binding: String,
+        error: Box<RegistryError>,
+    },
 
     /// The plugin runtime could not start.
     #[error("plugin runtime: {0}")]

@@ -7,6 +7,10 @@ pub mod units;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;
+pub mod dlq;
+pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod sinks;
+pub mod source;
 pub mod tracker;

@@ -3,7 +3,8 @@
 //! bounded: binding, sink, error kind, outcome, and topic/partition only for consumer lag.
 
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, exponential_buckets,
+    Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
 };
 
 #[derive(Debug, Clone)]
@@ -39,12 +40,15 @@ impl Metrics {
             registry.register(Box::new(c.clone()))?;
             Ok(c)
         };
-        let histogram =
-            |name: &str, help: &str, labels: &[&str], buckets: Vec<f64>| -> Result<HistogramVec, prometheus::Error> {
-                let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
-                registry.register(Box::new(h.clone()))?;
-                Ok(h)
-            };
+        let histogram = |name: &str,
+                         help: &str,
+                         labels: &[&str],
+                         buckets: Vec<f64>|
+         -> Result<HistogramVec, prometheus::Error> {
+            let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
         let gauge = |name: &str, help: &str, labels: &[&str]| -> Result<IntGaugeVec, prometheus::Error> {
             let g = IntGaugeVec::new(Opts::new(name, help), labels)?;
             registry.register(Box::new(g.clone()))?;
@@ -52,7 +56,11 @@ impl Metrics {
         };
         let seconds = exponential_buckets(0.000_005, 4.0, 12)?; // 5 us .. ~84 s
         let m = Self {
-            records_in: counter("millrace_records_in_total", "Records taken from Kafka", &["binding"])?,
+            records_in: counter(
+                "millrace_records_in_total",
+                "Records taken from Kafka",
+                &["binding"],
+            )?,
             records_processed: counter(
                 "millrace_records_processed_total",
                 "Records run through their plugin, by outcome (accepted, rejected, failed)",
@@ -118,18 +126,28 @@ impl Metrics {
                 "Whether the last request to the store succeeded (1) or failed (0)",
                 &["sink"],
             )?,
-            in_flight: IntGauge::new("millrace_in_flight_records", "Records taken and not yet fully written")?,
+            in_flight: IntGauge::new(
+                "millrace_in_flight_records",
+                "Records taken and not yet fully written",
+            )?,
             paused_partitions: IntGauge::new(
                 "millrace_paused_partitions",
                 "Partitions paused because too many of their records are in flight (stores slow or down)",
             )?,
-            assigned_partitions: IntGauge::new("millrace_assigned_partitions", "Partitions assigned to this worker")?,
+            assigned_partitions: IntGauge::new(
+                "millrace_assigned_partitions",
+                "Partitions assigned to this worker",
+            )?,
             consumer_lag: gauge(
                 "millrace_consumer_lag",
                 "Consumer lag per partition, from librdkafka statistics",
                 &["topic", "partition"],
             )?,
-            rebalances: counter("millrace_rebalances_total", "Consumer group rebalances, by kind", &["kind"])?,
+            rebalances: counter(
+                "millrace_rebalances_total",
+                "Consumer group rebalances, by kind",
+                &["kind"],
+            )?,
             record_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "millrace_record_latency_seconds",

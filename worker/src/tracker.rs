@@ -160,7 +160,9 @@ mod tests {
         let mut order: Vec<usize> = (0..100).collect();
         let mut x: u64 = 7;
         for i in (1..order.len()).rev() {
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             order.swap(i, (x >> 33) as usize % (i + 1));
         }
         let mut finished = [false; 100];
@@ -168,7 +170,10 @@ mod tests {
             recs[i].done();
             finished[i] = true;
             let c = t.committable().unwrap() as usize;
-            assert!(finished[..c].iter().all(|f| *f), "committable {c} passes an unfinished record");
+            assert!(
+                finished[..c].iter().all(|f| *f),
+                "committable {c} passes an unfinished record"
+            );
             assert!(c == 100 || !finished[c]);
         }
         assert_eq!(t.committable(), Some(100));

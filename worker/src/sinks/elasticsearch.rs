@@ -5,7 +5,7 @@
 
 use elasticsearch::auth::Credentials;
 use elasticsearch::http::Url;
-use elasticsearch::http::transport::{SingleNodeConnectionPool, MultiNodeConnectionPool, TransportBuilder};
+use elasticsearch::http::transport::{MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::{BulkParts, Elasticsearch};
 use serde_json::Value;
 
@@ -34,9 +34,10 @@ impl ElasticsearchStore {
             .request_body_compression(c.gzip);
         builder = match &c.auth {
             EsAuth::None => builder,
-            EsAuth::Basic { username, password } => {
-                builder.auth(Credentials::Basic(username.clone(), password.expose().to_string()))
-            }
+            EsAuth::Basic { username, password } => builder.auth(Credentials::Basic(
+                username.clone(),
+                password.expose().to_string(),
+            )),
             EsAuth::ApiKey(k) => builder.auth(Credentials::EncodedApiKey(k.expose().to_string())),
         };
         let transport = builder.build().map_err(|e| e.to_string())?;
@@ -47,7 +48,10 @@ impl ElasticsearchStore {
 }
 
 fn item_result(item: &Value) -> ItemResult {
-    let op = item.as_object().and_then(|o| o.values().next()).unwrap_or(&Value::Null);
+    let op = item
+        .as_object()
+        .and_then(|o| o.values().next())
+        .unwrap_or(&Value::Null);
     let status = op["status"].as_u64().unwrap_or(0) as u16;
     if (200..300).contains(&status) {
         return ItemResult::Ok;
@@ -84,7 +88,9 @@ impl Store for ElasticsearchStore {
                     lines.push(body.clone());
                     sent.push(i);
                 }
-                Payload::Line(_) => results[i] = ItemResult::Reject("a point was routed to Elasticsearch".into()),
+                Payload::Line(_) => {
+                    results[i] = ItemResult::Reject("a point was routed to Elasticsearch".into())
+                }
             }
         }
         if sent.is_empty() {
@@ -108,7 +114,10 @@ impl Store for ElasticsearchStore {
         if !(200..300).contains(&status) {
             return Err(WriteError {
                 retriable: retriable_status(status) || matches!(status, 401 | 403 | 404),
-                message: format!("_bulk answered {status}: {}", text.chars().take(500).collect::<String>()),
+                message: format!(
+                    "_bulk answered {status}: {}",
+                    text.chars().take(500).collect::<String>()
+                ),
             });
         }
         let v: Value = serde_json::from_str(&text).map_err(|e| WriteError {
@@ -122,7 +131,11 @@ impl Store for ElasticsearchStore {
         if items.len() != sent.len() {
             return Err(WriteError {
                 retriable: true,
-                message: format!("_bulk answered {} items for {} documents", items.len(), sent.len()),
+                message: format!(
+                    "_bulk answered {} items for {} documents",
+                    items.len(),
+                    sent.len()
+                ),
             });
         }
         for (i, item) in sent.into_iter().zip(items) {

@@ -138,7 +138,10 @@ pub struct InfluxV1Store {
 
 impl InfluxV1Store {
     pub fn new(c: &InfluxV1Config) -> Self {
-        let mut query = vec![("db".to_string(), c.database.clone()), ("precision".into(), "ns".into())];
+        let mut query = vec![
+            ("db".to_string(), c.database.clone()),
+            ("precision".into(), "ns".into()),
+        ];
         if let Some(rp) = &c.retention_policy {
             query.push(("rp".into(), rp.clone()));
         }
@@ -227,12 +230,16 @@ impl Store for InfluxV2Store {
 
 impl std::fmt::Debug for InfluxV1Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InfluxV1Store").field("url", &self.w.url).finish_non_exhaustive()
+        f.debug_struct("InfluxV1Store")
+            .field("url", &self.w.url)
+            .finish_non_exhaustive()
     }
 }
 
 impl std::fmt::Debug for InfluxV2Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InfluxV2Store").field("url", &self.w.url).finish_non_exhaustive()
+        f.debug_struct("InfluxV2Store")
+            .field("url", &self.w.url)
+            .finish_non_exhaustive()
     }
 }

@@ -131,7 +131,7 @@ impl Backoff {
 /// Runs a sink until its channel is closed and everything received was written: receives items, batches
 /// them, writes, retries, acknowledges.
 pub async fn run<S: Store, A: Acker>(
-    store: S,
+    store: std::sync::Arc<S>,
     mut rx: mpsc::Receiver<Item<A>>,
     batching: BatchingConfig,
     metrics: Metrics,
@@ -154,14 +154,22 @@ pub async fn run<S: Store, A: Acker>(
                 Ok(None) | Err(_) => break,
             }
         }
-        metrics.sink_batch_records.with_label_values(&[name]).observe(batch.len() as f64);
-        deliver(&store, &mut batch, &mut backoff, &metrics).await;
+        metrics
+            .sink_batch_records
+            .with_label_values(&[name])
+            .observe(batch.len() as f64);
+        deliver(&*store, &mut batch, &mut backoff, &metrics).await;
     }
     tracing::debug!(sink = name, "sink stopped: its queue is closed and drained");
 }
 
 /// Writes a batch until every item is acknowledged one way or the other.
-async fn deliver<S: Store, A: Acker>(store: &S, batch: &mut Vec<Item<A>>, backoff: &mut Backoff, metrics: &Metrics) {
+async fn deliver<S: Store, A: Acker>(
+    store: &S,
+    batch: &mut Vec<Item<A>>,
+    backoff: &mut Backoff,
+    metrics: &Metrics,
+) {
     let name = store.name();
     while !batch.is_empty() {
         let started = Instant::now();
@@ -171,7 +179,10 @@ async fn deliver<S: Store, A: Acker>(store: &S, batch: &mut Vec<Item<A>>, backof
         let elapsed = started.elapsed().as_secs_f64();
         match result {
             Ok(results) if results.len() == batch.len() => {
-                metrics.sink_write_duration.with_label_values(&[name, "ok"]).observe(elapsed);
+                metrics
+                    .sink_write_duration
+                    .with_label_values(&[name, "ok"])
+                    .observe(elapsed);
                 metrics.sink_up.with_label_values(&[name]).set(1);
                 let mut retry = Vec::new();
                 let mut last_retry_reason = String::new();
@@ -204,14 +215,24 @@ async fn deliver<S: Store, A: Acker>(store: &S, batch: &mut Vec<Item<A>>, backof
             }
             Ok(results) => {
                 // A store answering with the wrong number of results is a bug there or here: retry.
-                metrics.sink_write_duration.with_label_values(&[name, "error"]).observe(elapsed);
-                tracing::error!(sink = name, sent = batch.len(), answered = results.len(),
-                    "store answered with a different number of results; retrying the batch");
+                metrics
+                    .sink_write_duration
+                    .with_label_values(&[name, "error"])
+                    .observe(elapsed);
+                tracing::error!(
+                    sink = name,
+                    sent = batch.len(),
+                    answered = results.len(),
+                    "store answered with a different number of results; retrying the batch"
+                );
                 metrics.sink_retries.with_label_values(&[name]).inc();
                 tokio::time::sleep(backoff.next_delay()).await;
             }
             Err(e) if e.retriable => {
-                metrics.sink_write_duration.with_label_values(&[name, "error"]).observe(elapsed);
+                metrics
+                    .sink_write_duration
+                    .with_label_values(&[name, "error"])
+                    .observe(elapsed);
                 metrics.sink_up.with_label_values(&[name]).set(0);
                 metrics.sink_retries.with_label_values(&[name]).inc();
                 let delay = backoff.next_delay();
@@ -220,7 +241,10 @@ async fn deliver<S: Store, A: Acker>(store: &S, batch: &mut Vec<Item<A>>, backof
                 tokio::time::sleep(delay).await;
             }
             Err(e) => {
-                metrics.sink_write_duration.with_label_values(&[name, "error"]).observe(elapsed);
+                metrics
+                    .sink_write_duration
+                    .with_label_values(&[name, "error"])
+                    .observe(elapsed);
                 tracing::error!(sink = name, items = batch.len(), error = %e.message, "store refused the batch");
                 for item in batch.drain(..) {
                     metrics.sink_items.with_label_values(&[name, "rejected"]).inc();

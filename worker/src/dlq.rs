@@ -1,0 +1,157 @@
+//! The dead-letter topic: a record that cannot be written (the plugin rejected or failed it, an output was
+//! not allowed, a store refused it) goes there with its original key, value and headers, plus headers saying
+//! why and where it came from. Writing it is part of the record's completion: its offset is not committed
+//! until the dead letter is acknowledged (idempotent producer, `acks=all`); a failing dead-letter topic is
+//! retried without limit, so nothing is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::WorkerError;
+use crate::config::KafkaConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::InFlight;
+use crate::sinks::Backoff;
+
+/// Header names of a dead letter (besides the original record's headers).
+pub mod headers {
+    pub const KIND: &str = "millrace.error.kind";
+    pub const MESSAGE: &str = "millrace.error.message";
+    pub const PLUGIN_DIGEST: &str = "millrace.plugin.digest";
+    pub const BINDING: &str = "millrace.binding";
+    pub const TOPIC: &str = "millrace.source.topic";
+    pub const PARTITION: &str = "millrace.source.partition";
+    pub const OFFSET: &str = "millrace.source.offset";
+    pub const TIMESTAMP: &str = "millrace.source.timestamp";
+}
+
+/// Writes dead letters. Cheap to clone.
+#[derive(Clone)]
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: Arc<str>,
+    metrics: Metrics,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for DeadLetters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadLetters")
+            .field("topic", &self.topic)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeadLetters {
+    pub fn new(
+        kafka: &KafkaConfig,
+        topic: &str,
+        metrics: Metrics,
+        runtime: tokio::runtime::Handle,
+    ) -> Result<Self, WorkerError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &kafka.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5")
+            .set("compression.type", "zstd");
+        for (k, v) in &kafka.properties {
+            c.set(k, v);
+        }
+        Ok(Self {
+            producer: c.create()?,
+            topic: topic.into(),
+            metrics,
+            runtime,
+        })
+    }
+
+    /// Sends `record` to the dead-letter topic, then finishes the item it stands for in the record's
+    /// completion. Only the first dead letter of a record is written; later ones complete at once (the record is
+    /// finished only when the first is acknowledged anyway).
+    pub fn send(&self, record: Arc<InFlight>, kind: &str, message: String) {
+        if record
+            .dead_lettered
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            record.completion.done();
+            return;
+        }
+        self.metrics.dead_letters.with_label_values(&[kind]).inc();
+        tracing::debug!(topic = %record.topic, partition = record.partition, offset = record.offset, kind,
+            %message, "dead-lettering a record");
+        let this = self.clone();
+        let kind = kind.to_string();
+        self.runtime.spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            loop {
+                match this.write(&record, &kind, &message).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(topic = %this.topic, error = %e, ?delay, "dead-letter write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+            record.completion.done();
+        });
+    }
+
+    async fn write(&self, r: &InFlight, kind: &str, message: &str) -> Result<(), rdkafka::error::KafkaError> {
+        let partition = r.partition.to_string();
+        let offset = r.offset.to_string();
+        let timestamp = r.timestamp_ms.map(|t| t.to_string());
+        let mut h = OwnedHeaders::new_with_capacity(r.headers.len() + 8);
+        for (name, value) in &r.headers {
+            h = h.insert(Header {
+                key: name,
+                value: value.as_deref(),
+            });
+        }
+        let message: String = message.chars().take(4096).collect();
+        for (key, value) in [
+            (headers::KIND, Some(kind)),
+            (headers::MESSAGE, Some(message.as_str())),
+            (headers::PLUGIN_DIGEST, Some(r.digest.as_str())),
+            (headers::BINDING, Some(r.binding.as_ref())),
+            (headers::TOPIC, Some(r.topic.as_str())),
+            (headers::PARTITION, Some(partition.as_str())),
+            (headers::OFFSET, Some(offset.as_str())),
+            (headers::TIMESTAMP, timestamp.as_deref()),
+        ] {
+            if let Some(v) = value {
+                h = h.insert(Header { key, value: Some(v) });
+            }
+        }
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(h);
+        if let Some(k) = &r.key {
+            rec = rec.key(k.as_slice());
+        }
+        if let Some(v) = &r.value {
+            rec = rec.payload(v.as_slice());
+        }
+        if let Some(ts) = r.timestamp_ms {
+            rec = rec.timestamp(ts);
+        }
+        self.producer
+            .send(rec, Timeout::After(Duration::from_secs(60)))
+            .await
+            .map(|_| ())
+            .map_err(|(e, _)| e)
+    }
+
+    /// Waits until queued dead letters are delivered (shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        use rdkafka::producer::Producer;
+        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(error = %e, "flushing dead letters");
+        }
+    }
+}

@@ -1,0 +1,662 @@
+//! The whole path of a record, in one place:
+//!
+//! 1. **source** (`poll_loop`): the consumer thread takes a record from an assigned partition, registers it
+//!    with the partition's tracker, and hands it to the lane its partition maps to (records of a partition
+//!    stay in order; partitions spread over the lanes, one per core);
+//! 2. **runtime** (`Lane::process`): the lane runs the record through its binding's plugin instance;
+//! 3. **router** (`Lane::route`): each output is checked against the binding's allowed indices and
+//!    measurements, given a deterministic id / default timestamp, and queued to its sinks; rejected and failed
+//!    records, and outputs not allowed, go to the dead-letter topic;
+//! 4. **sinks** (`sinks::run`): batches are written; each item is acknowledged (`OutputAck`) as written, or
+//!    dead-lettered when the store refuses it;
+//! 5. **acks -> offsets**: when the last item of a record is acknowledged its completion finishes it in the
+//!    tracker; the poll loop stores each partition's committable offset (never past an unfinished record) and
+//!    librdkafka commits it. Partitions with too many records in flight are paused until they drain.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use millrace_plugin_registry::{PluginRef, PluginStore, RegistryMetrics};
+use millrace_runtime::{EngineConfig, Header, Output, Plugin, PluginInstance, Record, Runtime, Verdict};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::topic_partition_list::TopicPartitionList;
+
+use crate::WorkerError;
+use crate::config::{BindingConfig, WorkerConfig};
+use crate::dlq::DeadLetters;
+use crate::metrics::Metrics;
+use crate::sinks::{self, Acker, Item, Payload, SinkSender};
+use crate::source::{self, SourceContext, Trackers, lock};
+use crate::tracker::{Completion, PartitionTracker};
+
+/// A binding with its loaded plugin.
+#[derive(Debug)]
+pub struct Binding {
+    pub config: BindingConfig,
+    pub plugin: Plugin,
+}
+
+/// A record between the moment it was taken and the moment all its outputs were acknowledged.
+#[derive(Debug)]
+pub struct InFlight {
+    pub completion: Arc<Completion>,
+    pub binding: Arc<str>,
+    pub digest: String,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: Option<i64>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+    pub dead_lettered: AtomicBool,
+    pub taken: Instant,
+}
+
+/// The acknowledgement handle of one output queued to a sink.
+#[derive(Debug)]
+pub struct OutputAck {
+    record: Arc<InFlight>,
+    dlq: DeadLetters,
+    metrics: Metrics,
+}
+
+impl OutputAck {
+    fn finish(&self) {
+        if let Some(ts) = self.record.timestamp_ms {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64);
+            self.metrics
+                .record_latency
+                .observe((now - ts).max(0) as f64 / 1e3);
+        }
+    }
+}
+
+impl Acker for OutputAck {
+    fn ok(self) {
+        self.finish();
+        self.record.completion.done();
+    }
+
+    fn rejected(self, reason: String) {
+        self.dlq.send(self.record.clone(), "store_rejected", reason);
+    }
+}
+
+/// Where a lane sends outputs.
+#[derive(Clone, Debug)]
+struct Routes {
+    /// Every configured InfluxDB sink gets every point.
+    points: Vec<SinkSender<OutputAck>>,
+    documents: Option<SinkSender<OutputAck>>,
+}
+
+/// A processing lane: a thread with its own plugin instances.
+struct Lane {
+    bindings: Arc<Vec<Arc<Binding>>>,
+    instances: HashMap<String, PluginInstance>,
+    routes: Routes,
+    dlq: DeadLetters,
+    metrics: Metrics,
+}
+
+impl Lane {
+    fn binding_for(&self, topic: &str) -> Option<Arc<Binding>> {
+        self.bindings
+            .iter()
+            .find(|b| b.config.topics.matches(topic))
+            .cloned()
+    }
+
+    fn process(&mut self, rec: Arc<InFlight>) {
+        if rec.completion.tracker().is_revoked() {
+            return; // the partition moved to another worker, which will deliver the record again
+        }
+        let Some(binding) = self.binding_for(&rec.topic) else {
+            rec.completion.add(1);
+            self.dlq.send(
+                rec.clone(),
+                "no_binding",
+                format!("no binding for topic {}", rec.topic),
+            );
+            rec.completion.done();
+            return;
+        };
+        let name = binding.config.name.as_str();
+        self.metrics.records_in.with_label_values(&[name]).inc();
+        let instance = match self.instances.entry(name.to_string()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                match binding.plugin.instance(binding.config.limits.clone()) {
+                    Ok(i) => v.insert(i),
+                    Err(e) => {
+                        rec.completion.add(1);
+                        self.dlq.send(rec.clone(), e.kind(), e.to_string());
+                        rec.completion.done();
+                        return;
+                    }
+                }
+            }
+        };
+        let headers: Vec<Header<'_>> = rec
+            .headers
+            .iter()
+            .map(|(n, v)| Header {
+                name: n,
+                value: v.as_deref(),
+            })
+            .collect();
+        let processed = instance.process(&Record {
+            topic: &rec.topic,
+            partition: rec.partition,
+            offset: rec.offset,
+            timestamp_ms: rec.timestamp_ms,
+            key: rec.key.as_deref(),
+            value: rec.value.as_deref(),
+            headers: &headers,
+        });
+        let m = &self.metrics;
+        m.plugin_duration
+            .with_label_values(&[name])
+            .observe(processed.elapsed.as_secs_f64());
+        m.plugin_fuel
+            .with_label_values(&[name])
+            .observe(processed.fuel_used as f64);
+        if processed.logs_dropped > 0 {
+            m.plugin_logs_dropped
+                .with_label_values(&[name])
+                .inc_by(u64::from(processed.logs_dropped));
+        }
+        for l in &processed.logs {
+            forward_log(name, &rec, l);
+        }
+        match processed.result {
+            Ok(Verdict::Accepted(outputs)) => {
+                m.records_processed.with_label_values(&[name, "accepted"]).inc();
+                self.route(&binding, &rec, outputs);
+            }
+            Ok(Verdict::Rejected { reason }) => {
+                m.records_processed.with_label_values(&[name, "rejected"]).inc();
+                rec.completion.add(1);
+                self.dlq.send(rec.clone(), "invalid_input", reason);
+            }
+            Err(e) => {
+                m.records_processed.with_label_values(&[name, "failed"]).inc();
+                m.plugin_errors.with_label_values(&[name, e.kind()]).inc();
+                rec.completion.add(1);
+                self.dlq.send(rec.clone(), e.kind(), e.to_string());
+            }
+        }
+        rec.completion.done(); // the processing token
+    }
+
+    /// Checks each output against the binding, gives it its id or timestamp, and queues it.
+    fn route(&self, binding: &Binding, rec: &Arc<InFlight>, outputs: Vec<Output>) {
+        let name = binding.config.name.as_str();
+        let mut items: Vec<(SinkSender<OutputAck>, Payload)> = Vec::with_capacity(outputs.len());
+        let mut refused: Vec<String> = Vec::new();
+        let default_ts_ns = rec
+            .timestamp_ms
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64)
+            })
+            .saturating_mul(1_000_000);
+        for (i, output) in outputs.into_iter().enumerate() {
+            match output {
+                Output::Point(p) => {
+                    self.metrics.outputs.with_label_values(&[name, "point"]).inc();
+                    if !binding.config.allows_measurement(p.measurement()) {
+                        refused.push(format!(
+                            "output {i}: measurement `{}` is not allowed",
+                            p.measurement()
+                        ));
+                    } else if self.routes.points.is_empty() {
+                        refused.push(format!("output {i}: a point, and no InfluxDB sink is configured"));
+                    } else {
+                        let line = p.line_with_default_timestamp(default_ts_ns);
+                        for s in &self.routes.points {
+                            items.push((s.clone(), Payload::Line(line.clone())));
+                        }
+                    }
+                }
+                Output::Document(d) => {
+                    self.metrics.outputs.with_label_values(&[name, "document"]).inc();
+                    if !binding.config.allows_index(d.index()) {
+                        refused.push(format!("output {i}: index `{}` is not allowed", d.index()));
+                    } else if let Some(s) = &self.routes.documents {
+                        let id = d.id().map_or_else(
+                            || format!("{}-{}-{}-{i}", rec.topic, rec.partition, rec.offset),
+                            str::to_string,
+                        );
+                        items.push((
+                            s.clone(),
+                            Payload::Document {
+                                index: d.index().to_string(),
+                                id,
+                                body: d.body().to_string(),
+                            },
+                        ));
+                    } else {
+                        refused.push(format!(
+                            "output {i}: a document, and no Elasticsearch sink is configured"
+                        ));
+                    }
+                }
+            }
+        }
+        rec.completion
+            .add(items.len() as u32 + u32::from(!refused.is_empty()));
+        for (sender, payload) in items {
+            let ack = OutputAck {
+                record: rec.clone(),
+                dlq: self.dlq.clone(),
+                metrics: self.metrics.clone(),
+            };
+            // Blocks while the sink's queue is full: backpressure, and the partition pauses behind it.
+            if let Err(e) = sender.blocking_send(Item { payload, ack }) {
+                // The sink is gone (shutdown): the record stays unfinished and is delivered again.
+                tracing::warn!(error = %e, "sink queue closed");
+            }
+        }
+        if !refused.is_empty() {
+            self.dlq
+                .send(rec.clone(), "output_not_allowed", refused.join("; "));
+        }
+    }
+}
+
+fn forward_log(binding: &str, rec: &InFlight, l: &millrace_runtime::LogLine) {
+    use millrace_runtime::LogLevel::*;
+    let (topic, partition, offset) = (&rec.topic, rec.partition, rec.offset);
+    // Plugin logs are rate-limited per instance by the runtime.
+    match l.level {
+        Error => {
+            tracing::error!(target: "millrace::plugin", binding, topic, partition, offset, source = ?l.source, "{}", l.message)
+        }
+        Warn => {
+            tracing::warn!(target: "millrace::plugin", binding, topic, partition, offset, source = ?l.source, "{}", l.message)
+        }
+        Info => {
+            tracing::info!(target: "millrace::plugin", binding, topic, partition, offset, source = ?l.source, "{}", l.message)
+        }
+        Debug | Trace => {
+            tracing::debug!(target: "millrace::plugin", binding, topic, partition, offset, source = ?l.source, "{}", l.message)
+        }
+    }
+}
+
+/// Readiness inputs for `/readyz`.
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    pub joined: Arc<AtomicBool>,
+    pub stores: Vec<(&'static str, crate::http::Pinger)>,
+}
+
+/// Loads every binding's plugin (pulled, verified and compiled, or from the cache).
+pub async fn load_bindings(
+    config: &WorkerConfig,
+    store: &PluginStore,
+    metrics: &Metrics,
+) -> Result<Vec<Arc<Binding>>, WorkerError> {
+    let mut out = Vec::new();
+    for b in &config.bindings {
+        let reference = PluginRef::parse(&b.plugin).map_err(|error| WorkerError::Plugin {
+            binding: b.name.clone(),
+            error: Box::new(error),
+        })?;
+        let loaded = store
+            .load(&reference)
+            .await
+            .map_err(|error| WorkerError::Plugin {
+                binding: b.name.clone(),
+                error: Box::new(error),
+            })?;
+        tracing::info!(binding = %b.name, plugin = %reference, digest = %loaded.manifest_digest,
+            module = %loaded.module_digest, source = ?loaded.source, ms = loaded.elapsed.as_millis() as u64,
+            "plugin loaded");
+        metrics
+            .plugin_info
+            .with_label_values(&[b.name.as_str(), loaded.manifest_digest.as_str()])
+            .set(1);
+        out.push(Arc::new(Binding {
+            config: b.clone(),
+            plugin: loaded.plugin,
+        }));
+    }
+    Ok(out)
+}
+
+/// Runs a worker until `shutdown` resolves: loads plugins, serves `/metrics`, `/healthz` and `/readyz`,
+/// consumes, processes, writes, commits; then drains and commits what is in flight and leaves the group.
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
+    let metrics = Metrics::new()?;
+    let registry_metrics = RegistryMetrics::new(&metrics.registry)?;
+    let runtime = Runtime::new(EngineConfig {
+        max_instances: config.pipeline.max_instances,
+        ..EngineConfig::default()
+    })?;
+    let store = PluginStore::new(config.registry.clone(), runtime, registry_metrics).map_err(|error| {
+        WorkerError::Plugin {
+            binding: "*".into(),
+            error: Box::new(error),
+        }
+    })?;
+    let bindings = Arc::new(load_bindings(&config, &store, &metrics).await?);
+
+    let handle = tokio::runtime::Handle::current();
+    let dlq = DeadLetters::new(
+        &config.kafka,
+        &config.dead_letter_topic,
+        metrics.clone(),
+        handle.clone(),
+    )?;
+
+    // Sinks.
+    let capacity = (config.batching.max_records * 2).max(1024);
+    let mut points = Vec::new();
+    let mut documents = None;
+    let mut sink_tasks = Vec::new();
+    let mut stores: Vec<(&'static str, crate::http::Pinger)> = Vec::new();
+    if let Some(c) = &config.influxdb {
+        let s = Arc::new(sinks::InfluxV1Store::new(c));
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        stores.push(("influxdb", crate::http::pinger(s.clone())));
+        sink_tasks.push(tokio::spawn(sinks::run(
+            s,
+            rx,
+            config.batching.clone(),
+            metrics.clone(),
+        )));
+        points.push(tx);
+    }
+    if let Some(c) = &config.influxdb_v2 {
+        let s = Arc::new(sinks::InfluxV2Store::new(c));
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        stores.push(("influxdb_v2", crate::http::pinger(s.clone())));
+        sink_tasks.push(tokio::spawn(sinks::run(
+            s,
+            rx,
+            config.batching.clone(),
+            metrics.clone(),
+        )));
+        points.push(tx);
+    }
+    if let Some(c) = &config.elasticsearch {
+        let s = Arc::new(
+            sinks::ElasticsearchStore::new(c).map_err(|message| WorkerError::Config {
+                key: "sinks.elasticsearch.urls".into(),
+                message,
+            })?,
+        );
+        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
+        stores.push(("elasticsearch", crate::http::pinger(s.clone())));
+        sink_tasks.push(tokio::spawn(sinks::run(
+            s,
+            rx,
+            config.batching.clone(),
+            metrics.clone(),
+        )));
+        documents = Some(tx);
+    }
+    let routes = Routes { points, documents };
+
+    // Observability endpoints.
+    let joined = Arc::new(AtomicBool::new(false));
+    let readiness = Readiness {
+        joined: joined.clone(),
+        stores,
+    };
+    let http = crate::http::serve(config.metrics_address, metrics.clone(), readiness).await?;
+
+    // Lanes.
+    let mut lane_senders = Vec::new();
+    let mut lane_threads = Vec::new();
+    for i in 0..config.pipeline.lanes {
+        let (tx, rx) = mpsc::channel::<Arc<InFlight>>();
+        let mut lane = Lane {
+            bindings: bindings.clone(),
+            instances: HashMap::new(),
+            routes: routes.clone(),
+            dlq: dlq.clone(),
+            metrics: metrics.clone(),
+        };
+        let t = std::thread::Builder::new()
+            .name(format!("millrace-lane-{i}"))
+            .spawn(move || {
+                while let Ok(rec) = rx.recv() {
+                    lane.process(rec);
+                }
+            })
+            .map_err(|source| WorkerError::Io {
+                what: "starting a lane thread".into(),
+                source,
+            })?;
+        lane_senders.push(tx);
+        lane_threads.push(t);
+    }
+    drop(routes);
+
+    // The consumer thread.
+    let stop = Arc::new(AtomicBool::new(false));
+    let trackers: Trackers = Default::default();
+    let context = SourceContext {
+        trackers: trackers.clone(),
+        metrics: metrics.clone(),
+        drain_timeout: config.pipeline.drain_timeout,
+        joined,
+    };
+    let consumer = source::consumer(&config, context)?;
+    let poll = {
+        let stop = stop.clone();
+        let bindings = bindings.clone();
+        let metrics = metrics.clone();
+        let max_in_flight = config.pipeline.max_in_flight_per_partition;
+        let drain_timeout = config.pipeline.drain_timeout;
+        std::thread::Builder::new()
+            .name("millrace-poll".into())
+            .spawn(move || {
+                poll_loop(
+                    consumer,
+                    trackers,
+                    lane_senders,
+                    bindings,
+                    metrics,
+                    stop,
+                    max_in_flight,
+                    drain_timeout,
+                )
+            })
+            .map_err(|source| WorkerError::Io {
+                what: "starting the poll thread".into(),
+                source,
+            })?
+    };
+
+    shutdown.await;
+    tracing::info!("shutting down: draining in-flight records");
+    stop.store(true, Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || poll.join()).await;
+    // Lanes finish their queues, then the sinks theirs. A store that is still down after the grace period
+    // keeps its records unfinished: they were not committed and will be delivered again.
+    let lanes_done = tokio::task::spawn_blocking(move || {
+        for t in lane_threads {
+            let _ = t.join();
+        }
+    });
+    let aborts: Vec<_> = sink_tasks.iter().map(|t| t.abort_handle()).collect();
+    let sinks_done = async {
+        for t in sink_tasks {
+            let _ = t.await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(10), sinks_done)
+        .await
+        .is_err()
+    {
+        tracing::warn!("stores did not take the last outputs in time; they will be delivered again");
+        for a in aborts {
+            a.abort();
+        }
+    }
+    let _ = lanes_done.await;
+    let d = dlq.clone();
+    let _ = tokio::task::spawn_blocking(move || d.flush(Duration::from_secs(10))).await;
+    http.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The consumer thread: takes records, dispatches them to lanes, stores offsets, pauses and resumes.
+#[allow(clippy::too_many_arguments)]
+fn poll_loop(
+    consumer: BaseConsumer<SourceContext>,
+    trackers: Trackers,
+    lanes: Vec<mpsc::Sender<Arc<InFlight>>>,
+    bindings: Arc<Vec<Arc<Binding>>>,
+    metrics: Metrics,
+    stop: Arc<AtomicBool>,
+    max_in_flight: usize,
+    drain_timeout: Duration,
+) {
+    let mut paused: HashSet<(String, i32)> = HashSet::new();
+    let mut last_housekeeping = Instant::now();
+    let digest_of = |topic: &str| -> (Arc<str>, String) {
+        bindings
+            .iter()
+            .find(|b| b.config.topics.matches(topic))
+            .map_or_else(
+                || (Arc::from("none"), String::new()),
+                |b| (Arc::from(b.config.name.as_str()), b.plugin.digest().to_string()),
+            )
+    };
+    let mut names: HashMap<String, (Arc<str>, String)> = HashMap::new();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(50)) {
+            Some(Ok(msg)) => {
+                let key = (msg.topic().to_string(), msg.partition());
+                let tracker = lock(&trackers)
+                    .entry(key.clone())
+                    .or_insert_with(|| PartitionTracker::new(&key.0, key.1))
+                    .clone();
+                let (binding, digest) = names
+                    .entry(key.0.clone())
+                    .or_insert_with(|| digest_of(&key.0))
+                    .clone();
+                let headers = msg
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let rec = Arc::new(InFlight {
+                    completion: Completion::new(tracker, msg.offset()),
+                    binding,
+                    digest,
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    offset: msg.offset(),
+                    timestamp_ms: msg.timestamp().to_millis(),
+                    key: msg.key().map(<[u8]>::to_vec),
+                    value: msg.payload().map(<[u8]>::to_vec),
+                    headers,
+                    dead_lettered: AtomicBool::new(false),
+                    taken: Instant::now(),
+                });
+                let lane = lane_of(&key.0, key.1, lanes.len());
+                if lanes[lane].send(rec).is_err() {
+                    tracing::error!("a lane stopped; stopping");
+                    break;
+                }
+            }
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        if last_housekeeping.elapsed() >= Duration::from_millis(50) {
+            last_housekeeping = Instant::now();
+            housekeeping(&consumer, &trackers, &mut paused, &metrics, max_in_flight);
+        }
+    }
+
+    // Shutdown: take no more records, drain what is in flight, commit, leave the group.
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.pause(&assignment);
+    }
+    let all: Vec<Arc<PartitionTracker>> = lock(&trackers).values().cloned().collect();
+    let drained = source::drain(&all, drain_timeout);
+    source::store_offsets(&consumer, &all);
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        tracing::debug!(error = %e, "final commit");
+    }
+    tracing::info!(drained, "offsets committed; leaving the group");
+    consumer.unsubscribe();
+    drop(consumer);
+    drop(lanes);
+}
+
+/// Offsets to store, partitions to pause or resume, gauges.
+fn housekeeping(
+    consumer: &BaseConsumer<SourceContext>,
+    trackers: &Trackers,
+    paused: &mut HashSet<(String, i32)>,
+    metrics: &Metrics,
+    max_in_flight: usize,
+) {
+    let all: Vec<Arc<PartitionTracker>> = lock(trackers).values().cloned().collect();
+    source::store_offsets(consumer, &all);
+    let mut in_flight = 0;
+    let mut to_pause = TopicPartitionList::new();
+    let mut to_resume = TopicPartitionList::new();
+    let assigned: HashSet<(String, i32)> = all.iter().map(|t| (t.topic.clone(), t.partition)).collect();
+    paused.retain(|k| assigned.contains(k));
+    for t in &all {
+        let n = t.in_flight();
+        in_flight += n;
+        let key = (t.topic.clone(), t.partition);
+        if n >= max_in_flight && !paused.contains(&key) {
+            to_pause.add_partition(&t.topic, t.partition);
+            paused.insert(key);
+        } else if n <= max_in_flight / 2 && paused.contains(&key) {
+            to_resume.add_partition(&t.topic, t.partition);
+            paused.remove(&key);
+        }
+    }
+    if to_pause.count() > 0 {
+        tracing::info!(
+            partitions = to_pause.count(),
+            "pausing partitions: too many records in flight"
+        );
+        if let Err(e) = consumer.pause(&to_pause) {
+            tracing::warn!(error = %e, "pause");
+        }
+    }
+    if to_resume.count() > 0 {
+        tracing::info!(partitions = to_resume.count(), "resuming partitions");
+        if let Err(e) = consumer.resume(&to_resume) {
+            tracing::warn!(error = %e, "resume");
+        }
+    }
+    metrics.in_flight.set(in_flight as i64);
+    metrics.paused_partitions.set(paused.len() as i64);
+}
+
+/// Lane of a partition: records of one partition always go to the same lane, in order.
+fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    partition.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}
