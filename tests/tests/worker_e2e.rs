@@ -121,9 +121,14 @@ async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()?;
-    let sends = records.iter().map(|(key, value)| {
+    // Distinct timestamps: InfluxDB keeps one point per series and timestamp.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let sends = records.iter().enumerate().map(|(i, (key, value))| {
         producer.send(
             FutureRecord::to(topic)
+                .timestamp(base + i as i64)
                 .key(key.as_bytes())
                 .payload(value.as_slice())
                 .headers(
@@ -192,6 +197,7 @@ async fn dead_letters(topic: &str, expect: usize) -> Result<BTreeMap<u64, (Strin
     let consumer: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr("kafka"))
         .set("group.id", unique("dlq-reader"))
+        .set("topic.metadata.refresh.interval.ms", "500")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .create()?;
@@ -201,7 +207,15 @@ async fn dead_letters(topic: &str, expect: usize) -> Result<BTreeMap<u64, (Strin
         let Ok(msg) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
             break;
         };
-        let msg = msg?;
+        let msg = match msg {
+            Ok(m) => m,
+            // The dead-letter topic appears with the first dead letter.
+            Err(e) if e.to_string().contains("Unknown topic") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let value = String::from_utf8_lossy(msg.payload().unwrap_or_default()).to_string();
         let id: u64 = value
             .split("rid")
@@ -385,5 +399,117 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
         Some(&(seed.len() as i64)),
         "all of seed committed: {offsets:?}"
     );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_going() -> Result<()> {
+    let s = Scenario::new();
+    create_db(&s.db).await?;
+    let registry = addr("registry");
+    let hostile = oras_push(
+        &format!("{registry}/e2e/hostile:v1"),
+        &dist("hostile"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let cache = tempfile::tempdir()?;
+    let text = format!(
+        r#"
+        [kafka]
+        brokers = "{kafka}"
+        group_id = "{group}"
+        session_timeout = "6s"
+        [[bindings]]
+        topic = "{topic}"
+        plugin = "{registry}/e2e/hostile@{hostile}"
+        allowed_measurements = ["ok"]
+        [bindings.limits]
+        fuel = 20000000
+        memory = "8MiB"
+        timeout = "200ms"
+        [sinks.influxdb]
+        url = "{influx}"
+        database = "{db}"
+        [dead_letter]
+        topic = "{dlq}"
+        [metrics]
+        address = "127.0.0.1:0"
+        [registry]
+        cache_dir = "{cache}"
+        insecure = ["{registry}"]
+        [batching]
+        linger = "50ms"
+        "#,
+        kafka = addr("kafka"),
+        group = s.group,
+        topic = s.topic_v1,
+        influx = http_url("influxdb"),
+        db = s.db,
+        dlq = s.dlq,
+        cache = cache.path().display(),
+    );
+    let acts = [
+        "loop",
+        "memory",
+        "panic",
+        "flood",
+        "abort",
+        "exit",
+        "bad-output",
+        "ok",
+    ];
+    let mut records = Vec::new();
+    let mut expect_dead = BTreeMap::new();
+    for id in 0..80u64 {
+        let act = acts[id as usize % acts.len()];
+        let kind = match act {
+            "loop" => Some("out_of_fuel"),
+            "memory" => Some("memory_limit"),
+            "panic" | "abort" => Some("trap"),
+            "flood" => Some("output_limit"),
+            "exit" => Some("exit"),
+            "bad-output" => Some("invalid_output"),
+            _ => None,
+        };
+        if let Some(k) = kind {
+            expect_dead.insert(id, k);
+        }
+        records.push((
+            format!("k{id}"),
+            json!({"do": act, "rid": id}).to_string().into_bytes(),
+        ));
+    }
+    produce(&s.topic_v1, &records).await?;
+    let config = millrace_worker::WorkerConfig::from_toml(&text)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
+        let _ = stop_rx.await;
+    }));
+    let dead = dead_letters(&s.dlq, expect_dead.len()).await?;
+    let kinds: BTreeMap<u64, &str> = dead.iter().map(|(id, (k, ..))| (*id, k.as_str())).collect();
+    assert_eq!(kinds, expect_dead);
+    // The well-behaved records, interleaved with the hostile ones, all landed.
+    let oks = eventually(Duration::from_secs(60), "the ok records' points", || {
+        let db = s.db.clone();
+        async move {
+            let v: Value = reqwest::Client::new()
+                .get(format!("{}/query", http_url("influxdb")))
+                .query(&[("db", db.as_str()), ("q", "SELECT count(\"offset\") FROM ok")])
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            let n = v["results"][0]["series"][0]["values"][0][1].as_u64()?;
+            (n == 10).then_some(n)
+        }
+    })
+    .await;
+    assert_eq!(oks, 10);
+    stop_tx.send(()).ok();
+    worker.await??;
+    assert_eq!(committed(&s.group, &[&s.topic_v1])?.get(&s.topic_v1), Some(&80));
     Ok(())
 }
