@@ -5,6 +5,8 @@
 //! server's address in `MILLRACE_STACK_<NAME>` or else in the stack's state dir (`.stack/<name>.addr`), and
 //! fails with a message saying how to start the stack when the server is not there.
 
+pub mod e2e;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -213,4 +215,76 @@ impl Drop for PrivateRegistry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A TCP proxy in front of a real server, to cut the network between the worker and a store (an outage)
+/// without losing the store's data.
+#[derive(Debug)]
+pub struct TcpProxy {
+    pub addr: String,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl TcpProxy {
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?.to_string();
+        let down = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>> = Default::default();
+        let upstream = upstream.to_string();
+        let accept = {
+            let (down, conns) = (down.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    if down.load(std::sync::atomic::Ordering::Acquire) {
+                        drop(client);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    if let Ok(mut c) = conns.lock() {
+                        c.retain(|h| !h.is_finished());
+                        c.push(task.abort_handle());
+                    }
+                }
+            })
+        };
+        Ok(Self {
+            addr,
+            down,
+            conns,
+            accept,
+        })
+    }
+
+    /// Cuts (`true`) or restores (`false`) the connection; cutting also drops open connections.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::Release);
+        if down && let Ok(mut c) = self.conns.lock() {
+            for h in c.drain(..) {
+                h.abort();
+            }
+        }
+    }
+}
+
+impl Drop for TcpProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.set_down(true);
+    }
+}
+
+/// A free TCP port on loopback (for a server the test starts right away).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
 }
