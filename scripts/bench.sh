@@ -50,3 +50,92 @@ for p in seed_router seed_compat acme_iot c_envelope; do
     echo "  $p" >&2
 done
 python3 scripts/bench/report.py registry "$OUT/registry.jsonl" BENCHMARKS.md
+
+echo "== pipeline: Kafka -> plugin -> stores, against a do-nothing consumer and a blackhole store" >&2
+N=${MILLRACE_BENCH_RECORDS:-200000}
+scripts/stack/stack.sh up
+cargo build --release -p millrace-tests --example bench_pipeline
+BP=target/release/examples/bench_pipeline
+STATE=${MILLRACE_STACK_DIR:-.stack}
+KAFKA=$(cat "$STATE/kafka.addr"); INFLUX=$(cat "$STATE/influxdb.addr"); ES=$(cat "$STATE/elasticsearch.addr")
+RUN=bench$(date +%s)
+python3 scripts/bench/corpus.py seed "$N" >"$OUT/pipeline.ndjson"
+head -n $((N / 4)) "$OUT/pipeline.ndjson" >"$OUT/latency.ndjson"
+DIGEST=$("$VENV_PY" scripts/oras-push.py "$REGISTRY/bench/router:v1" plugins/dist/seed_router.wasm --media-type application/wasm --insecure)
+curl -fsS -XPOST "http://$INFLUX/query" --data-urlencode "q=CREATE DATABASE $RUN" >/dev/null
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+worker_config() { # topic group influx_url es_url metrics_port
+    cat <<TOML
+[kafka]
+brokers = "$KAFKA"
+group_id = "$2"
+session_timeout = "6s"
+[[bindings]]
+topic = "$1"
+plugin = "$REGISTRY/bench/router@$DIGEST"
+allowed_measurements = ["*"]
+allowed_indices = ["*"]
+[sinks.influxdb]
+url = "$3"
+database = "$RUN"
+[sinks.elasticsearch]
+urls = ["$4"]
+[dead_letter]
+topic = "$RUN-dlq"
+[metrics]
+address = "127.0.0.1:$5"
+[registry]
+cache_dir = "$OUT/cache"
+insecure = ["$REGISTRY"]
+TOML
+}
+run_worker() { # name topic influx es -> prints wait JSON
+    local port group; port=$(free_port); group="$RUN-$1"
+    worker_config "$2" "$group" "$3" "$4" "$port" >"$OUT/$1.toml"
+    RUST_LOG=warn "$MILLRACE" worker --config "$OUT/$1.toml" 2>"$OUT/$1.log" &
+    local pid=$!
+    "$BP" wait "$KAFKA" "$group" "$2" "$N" "$pid"
+    kill -TERM "$pid"; wait "$pid" || true
+}
+for t in real blackhole; do
+    "$BP" produce "$KAFKA" "$RUN-$t" "$OUT/pipeline.ndjson" >/dev/null
+done
+{
+    echo "  raw consume" >&2
+    printf '{"run":"raw","r":%s}\n' "$("$BP" raw "$KAFKA" "$RUN-real" "$N")"
+    echo "  worker -> InfluxDB + Elasticsearch API" >&2
+    printf '{"run":"stores","r":%s}\n' "$(run_worker stores "$RUN-real" "http://$INFLUX" "http://$ES")"
+    echo "  worker -> blackhole" >&2
+    BH_PORT=$(free_port)
+    "$BP" blackhole "$BH_PORT" &
+    BH=$!
+    sleep 0.5
+    printf '{"run":"blackhole","r":%s}\n' "$(run_worker blackhole "$RUN-blackhole" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT")"
+    kill "$BH"
+    echo "  latency at 10000 records/s (real stores)" >&2
+    port=$(free_port)
+    worker_config "$RUN-latency" "$RUN-latency" "http://$INFLUX" "http://$ES" "$port" >"$OUT/latency.toml"
+    RUST_LOG=warn "$MILLRACE" worker --config "$OUT/latency.toml" 2>"$OUT/latency.log" &
+    pid=$!
+    sleep 8 # join the group before records flow
+    "$BP" produce "$KAFKA" "$RUN-latency" "$OUT/latency.ndjson" 10000 >/dev/null
+    sleep 5
+    curl -fsS "http://127.0.0.1:$port/metrics" | grep '^millrace_record_latency_seconds' >"$OUT/latency.prom"
+    kill -TERM "$pid"; wait "$pid" || true
+    python3 - "$OUT/latency.prom" <<'PY'
+import json, sys
+buckets = []
+for line in open(sys.argv[1]):
+    if line.startswith("millrace_record_latency_seconds_bucket"):
+        le = line.split('le="')[1].split('"')[0]
+        buckets.append((float("inf") if le == "+Inf" else float(le), float(line.rsplit(" ", 1)[1])))
+total = buckets[-1][1] if buckets else 0
+def q(p):
+    for le, c in buckets:
+        if total and c >= p * total:
+            return le
+    return None
+print(json.dumps({"run": "latency", "r": {"records": total, "p50_le_s": q(0.5), "p99_le_s": q(0.99)}}))
+PY
+} >"$OUT/pipeline.jsonl"
+python3 scripts/bench/report.py pipeline "$OUT/pipeline.jsonl" BENCHMARKS.md

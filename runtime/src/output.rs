@@ -272,6 +272,11 @@ impl Document {
     pub fn id(&self) -> Option<&str> {
         self.id.as_deref()
     }
+
+    /// Index, body and id, without copying.
+    pub fn into_parts(self) -> (String, String, Option<String>) {
+        (self.index, self.body, self.id)
+    }
 }
 
 /// Elasticsearch's rules for index names (which OpenSearch shares).

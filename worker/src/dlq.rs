@@ -119,9 +119,9 @@ impl DeadLetters {
         for (key, value) in [
             (headers::KIND, Some(kind)),
             (headers::MESSAGE, Some(message.as_str())),
-            (headers::PLUGIN_DIGEST, Some(r.digest.as_str())),
+            (headers::PLUGIN_DIGEST, Some(r.digest.as_ref())),
             (headers::BINDING, Some(r.binding.as_ref())),
-            (headers::TOPIC, Some(r.topic.as_str())),
+            (headers::TOPIC, Some(r.topic.as_ref())),
             (headers::PARTITION, Some(partition.as_str())),
             (headers::OFFSET, Some(offset.as_str())),
             (headers::TIMESTAMP, timestamp.as_deref()),

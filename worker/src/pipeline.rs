@@ -45,8 +45,8 @@ pub struct Binding {
 pub struct InFlight {
     pub completion: Arc<Completion>,
     pub binding: Arc<str>,
-    pub digest: String,
-    pub topic: String,
+    pub digest: Arc<str>,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
@@ -57,35 +57,58 @@ pub struct InFlight {
     pub taken: Instant,
 }
 
+/// What every acknowledgement handle needs, shared.
+#[derive(Debug)]
+struct AckShared {
+    dlq: DeadLetters,
+}
+
 /// The acknowledgement handle of one output queued to a sink.
 #[derive(Debug)]
 pub struct OutputAck {
     record: Arc<InFlight>,
-    dlq: DeadLetters,
-    metrics: Metrics,
-}
-
-impl OutputAck {
-    fn finish(&self) {
-        if let Some(ts) = self.record.timestamp_ms {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as i64);
-            self.metrics
-                .record_latency
-                .observe((now - ts).max(0) as f64 / 1e3);
-        }
-    }
+    shared: Arc<AckShared>,
 }
 
 impl Acker for OutputAck {
     fn ok(self) {
-        self.finish();
         self.record.completion.done();
     }
 
     fn rejected(self, reason: String) {
-        self.dlq.send(self.record.clone(), "store_rejected", reason);
+        self.shared
+            .dlq
+            .send(self.record.clone(), "store_rejected", reason);
+    }
+}
+
+/// Metric handles of one binding, resolved once (label lookups are not free on the per-record path).
+#[derive(Debug)]
+struct BindingMetrics {
+    records_in: prometheus::IntCounter,
+    accepted: prometheus::IntCounter,
+    rejected: prometheus::IntCounter,
+    failed: prometheus::IntCounter,
+    points: prometheus::IntCounter,
+    documents: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+    fuel: prometheus::Histogram,
+    logs_dropped: prometheus::IntCounter,
+}
+
+impl BindingMetrics {
+    fn new(m: &Metrics, name: &str) -> Self {
+        Self {
+            records_in: m.records_in.with_label_values(&[name]),
+            accepted: m.records_processed.with_label_values(&[name, "accepted"]),
+            rejected: m.records_processed.with_label_values(&[name, "rejected"]),
+            failed: m.records_processed.with_label_values(&[name, "failed"]),
+            points: m.outputs.with_label_values(&[name, "point"]),
+            documents: m.outputs.with_label_values(&[name, "document"]),
+            duration: m.plugin_duration.with_label_values(&[name]),
+            fuel: m.plugin_fuel.with_label_values(&[name]),
+            logs_dropped: m.plugin_logs_dropped.with_label_values(&[name]),
+        }
     }
 }
 
@@ -100,9 +123,10 @@ struct Routes {
 /// A processing lane: a thread with its own plugin instances.
 struct Lane {
     bindings: Arc<Vec<Arc<Binding>>>,
-    instances: HashMap<String, PluginInstance>,
+    instances: HashMap<String, (PluginInstance, BindingMetrics)>,
     routes: Routes,
     dlq: DeadLetters,
+    shared: Arc<AckShared>,
     metrics: Metrics,
 }
 
@@ -129,21 +153,24 @@ impl Lane {
             return;
         };
         let name = binding.config.name.as_str();
-        self.metrics.records_in.with_label_values(&[name]).inc();
-        let instance = match self.instances.entry(name.to_string()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                match binding.plugin.instance(binding.config.limits.clone()) {
-                    Ok(i) => v.insert(i),
-                    Err(e) => {
-                        rec.completion.add(1);
-                        self.dlq.send(rec.clone(), e.kind(), e.to_string());
-                        rec.completion.done();
-                        return;
-                    }
+        if !self.instances.contains_key(name) {
+            match binding.plugin.instance(binding.config.limits.clone()) {
+                Ok(i) => {
+                    let bm = BindingMetrics::new(&self.metrics, name);
+                    self.instances.insert(name.to_string(), (i, bm));
+                }
+                Err(e) => {
+                    rec.completion.add(1);
+                    self.dlq.send(rec.clone(), e.kind(), e.to_string());
+                    rec.completion.done();
+                    return;
                 }
             }
+        }
+        let Some((instance, bm)) = self.instances.get_mut(name) else {
+            return;
         };
+        bm.records_in.inc();
         let headers: Vec<Header<'_>> = rec
             .headers
             .iter()
@@ -161,34 +188,31 @@ impl Lane {
             value: rec.value.as_deref(),
             headers: &headers,
         });
-        let m = &self.metrics;
-        m.plugin_duration
-            .with_label_values(&[name])
-            .observe(processed.elapsed.as_secs_f64());
-        m.plugin_fuel
-            .with_label_values(&[name])
-            .observe(processed.fuel_used as f64);
+        bm.duration.observe(processed.elapsed.as_secs_f64());
+        bm.fuel.observe(processed.fuel_used as f64);
         if processed.logs_dropped > 0 {
-            m.plugin_logs_dropped
-                .with_label_values(&[name])
-                .inc_by(u64::from(processed.logs_dropped));
+            bm.logs_dropped.inc_by(u64::from(processed.logs_dropped));
         }
         for l in &processed.logs {
             forward_log(name, &rec, l);
         }
         match processed.result {
             Ok(Verdict::Accepted(outputs)) => {
-                m.records_processed.with_label_values(&[name, "accepted"]).inc();
-                self.route(&binding, &rec, outputs);
+                bm.accepted.inc();
+                let (points, documents) = (bm.points.clone(), bm.documents.clone());
+                self.route(&binding, &rec, outputs, &points, &documents);
             }
             Ok(Verdict::Rejected { reason }) => {
-                m.records_processed.with_label_values(&[name, "rejected"]).inc();
+                bm.rejected.inc();
                 rec.completion.add(1);
                 self.dlq.send(rec.clone(), "invalid_input", reason);
             }
             Err(e) => {
-                m.records_processed.with_label_values(&[name, "failed"]).inc();
-                m.plugin_errors.with_label_values(&[name, e.kind()]).inc();
+                bm.failed.inc();
+                self.metrics
+                    .plugin_errors
+                    .with_label_values(&[name, e.kind()])
+                    .inc();
                 rec.completion.add(1);
                 self.dlq.send(rec.clone(), e.kind(), e.to_string());
             }
@@ -197,9 +221,18 @@ impl Lane {
     }
 
     /// Checks each output against the binding, gives it its id or timestamp, and queues it.
-    fn route(&self, binding: &Binding, rec: &Arc<InFlight>, outputs: Vec<Output>) {
-        let name = binding.config.name.as_str();
-        let mut items: Vec<(SinkSender<OutputAck>, Payload)> = Vec::with_capacity(outputs.len());
+    fn route(
+        &self,
+        binding: &Binding,
+        rec: &Arc<InFlight>,
+        outputs: Vec<Output>,
+        point_counter: &prometheus::IntCounter,
+        document_counter: &prometheus::IntCounter,
+    ) {
+        // One chunk per sink: index 0.. for the InfluxDB sinks, then the Elasticsearch sink.
+        let n_sinks = self.routes.points.len() + 1;
+        let mut chunks: Vec<Vec<Item<OutputAck>>> = (0..n_sinks).map(|_| Vec::new()).collect();
+        let mut queued: u32 = 0;
         let mut refused: Vec<String> = Vec::new();
         let default_ts_ns = rec
             .timestamp_ms
@@ -212,7 +245,7 @@ impl Lane {
         for (i, output) in outputs.into_iter().enumerate() {
             match output {
                 Output::Point(p) => {
-                    self.metrics.outputs.with_label_values(&[name, "point"]).inc();
+                    point_counter.inc();
                     if !binding.config.allows_measurement(p.measurement()) {
                         refused.push(format!(
                             "output {i}: measurement `{}` is not allowed",
@@ -222,28 +255,26 @@ impl Lane {
                         refused.push(format!("output {i}: a point, and no InfluxDB sink is configured"));
                     } else {
                         let line = p.line_with_default_timestamp(default_ts_ns);
-                        for s in &self.routes.points {
-                            items.push((s.clone(), Payload::Line(line.clone())));
+                        let last = self.routes.points.len() - 1;
+                        for chunk in chunks.iter_mut().take(last) {
+                            chunk.push(self.item(rec, Payload::Line(line.clone())));
                         }
+                        chunks[last].push(self.item(rec, Payload::Line(line)));
+                        queued += self.routes.points.len() as u32;
                     }
                 }
                 Output::Document(d) => {
-                    self.metrics.outputs.with_label_values(&[name, "document"]).inc();
+                    document_counter.inc();
                     if !binding.config.allows_index(d.index()) {
                         refused.push(format!("output {i}: index `{}` is not allowed", d.index()));
-                    } else if let Some(s) = &self.routes.documents {
+                    } else if self.routes.documents.is_some() {
                         let id = d.id().map_or_else(
                             || format!("{}-{}-{}-{i}", rec.topic, rec.partition, rec.offset),
                             str::to_string,
                         );
-                        items.push((
-                            s.clone(),
-                            Payload::Document {
-                                index: d.index().to_string(),
-                                id,
-                                body: d.body().to_string(),
-                            },
-                        ));
+                        let (index, body, _) = d.into_parts();
+                        chunks[n_sinks - 1].push(self.item(rec, Payload::Document { index, id, body }));
+                        queued += 1;
                     } else {
                         refused.push(format!(
                             "output {i}: a document, and no Elasticsearch sink is configured"
@@ -252,16 +283,21 @@ impl Lane {
                 }
             }
         }
-        rec.completion
-            .add(items.len() as u32 + u32::from(!refused.is_empty()));
-        for (sender, payload) in items {
-            let ack = OutputAck {
-                record: rec.clone(),
-                dlq: self.dlq.clone(),
-                metrics: self.metrics.clone(),
+        rec.completion.add(queued + u32::from(!refused.is_empty()));
+        for (k, chunk) in chunks.into_iter().enumerate() {
+            if chunk.is_empty() {
+                continue;
+            }
+            let sender = if k < self.routes.points.len() {
+                &self.routes.points[k]
+            } else {
+                match &self.routes.documents {
+                    Some(s) => s,
+                    None => continue,
+                }
             };
             // Blocks while the sink's queue is full: backpressure, and the partition pauses behind it.
-            if let Err(e) = sender.blocking_send(Item { payload, ack }) {
+            if let Err(e) = sender.blocking_send(chunk) {
                 // The sink is gone (shutdown): the record stays unfinished and is delivered again.
                 tracing::warn!(error = %e, "sink queue closed");
             }
@@ -273,9 +309,21 @@ impl Lane {
     }
 }
 
+impl Lane {
+    fn item(&self, rec: &Arc<InFlight>, payload: Payload) -> Item<OutputAck> {
+        Item {
+            payload,
+            ack: OutputAck {
+                record: rec.clone(),
+                shared: self.shared.clone(),
+            },
+        }
+    }
+}
+
 fn forward_log(binding: &str, rec: &InFlight, l: &millrace_runtime::LogLine) {
     use millrace_runtime::LogLevel::*;
-    let (topic, partition, offset) = (&rec.topic, rec.partition, rec.offset);
+    let (topic, partition, offset) = (rec.topic.as_ref(), rec.partition, rec.offset);
     // Plugin logs are rate-limited per instance by the runtime.
     match l.level {
         Error => {
@@ -363,7 +411,8 @@ pub async fn run(
     )?;
 
     // Sinks.
-    let capacity = (config.batching.max_records * 2).max(1024);
+    // Chunks (one per record and sink) waiting for a sink: bounded, so a slow store backs up into the lanes.
+    let capacity = config.batching.max_records.max(1024);
     let mut points = Vec::new();
     let mut documents = None;
     let mut sink_tasks = Vec::new();
@@ -422,6 +471,7 @@ pub async fn run(
     // Lanes.
     let mut lane_senders = Vec::new();
     let mut lane_threads = Vec::new();
+    let shared = Arc::new(AckShared { dlq: dlq.clone() });
     for i in 0..config.pipeline.lanes {
         let (tx, rx) = mpsc::channel::<Arc<InFlight>>();
         let mut lane = Lane {
@@ -429,6 +479,7 @@ pub async fn run(
             instances: HashMap::new(),
             routes: routes.clone(),
             dlq: dlq.clone(),
+            shared: shared.clone(),
             metrics: metrics.clone(),
         };
         let t = std::thread::Builder::new()
@@ -531,28 +582,51 @@ fn poll_loop(
 ) {
     let mut paused: HashSet<(String, i32)> = HashSet::new();
     let mut last_housekeeping = Instant::now();
-    let digest_of = |topic: &str| -> (Arc<str>, String) {
-        bindings
-            .iter()
-            .find(|b| b.config.topics.matches(topic))
-            .map_or_else(
-                || (Arc::from("none"), String::new()),
-                |b| (Arc::from(b.config.name.as_str()), b.plugin.digest().to_string()),
-            )
-    };
-    let mut names: HashMap<String, (Arc<str>, String)> = HashMap::new();
+    // Per topic: its name, binding and plugin digest, shared by every record; per partition: the tracker.
+    struct TopicInfo {
+        name: Arc<str>,
+        binding: Arc<str>,
+        digest: Arc<str>,
+        partitions: HashMap<i32, Arc<PartitionTracker>>,
+    }
+    let mut topics: HashMap<String, TopicInfo> = HashMap::new();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(msg)) => {
-                let key = (msg.topic().to_string(), msg.partition());
-                let tracker = lock(&trackers)
-                    .entry(key.clone())
-                    .or_insert_with(|| PartitionTracker::new(&key.0, key.1))
-                    .clone();
-                let (binding, digest) = names
-                    .entry(key.0.clone())
-                    .or_insert_with(|| digest_of(&key.0))
-                    .clone();
+                let topic = msg.topic();
+                if !topics.contains_key(topic) {
+                    let (binding, digest) = bindings
+                        .iter()
+                        .find(|b| b.config.topics.matches(topic))
+                        .map_or_else(
+                            || (Arc::from("none"), Arc::from("")),
+                            |b| (Arc::from(b.config.name.as_str()), Arc::from(b.plugin.digest())),
+                        );
+                    topics.insert(
+                        topic.to_string(),
+                        TopicInfo {
+                            name: Arc::from(topic),
+                            binding,
+                            digest,
+                            partitions: HashMap::new(),
+                        },
+                    );
+                }
+                let Some(info) = topics.get_mut(topic) else {
+                    continue;
+                };
+                let partition = msg.partition();
+                let tracker = match info.partitions.get(&partition) {
+                    Some(t) if !t.is_revoked() => t.clone(),
+                    _ => {
+                        let t = lock(&trackers)
+                            .entry((topic.to_string(), partition))
+                            .or_insert_with(|| PartitionTracker::new(topic, partition))
+                            .clone();
+                        info.partitions.insert(partition, t.clone());
+                        t
+                    }
+                };
                 let headers = msg
                     .headers()
                     .map(|h| {
@@ -562,11 +636,16 @@ fn poll_loop(
                     })
                     .unwrap_or_default();
                 let rec = Arc::new(InFlight {
-                    completion: Completion::new(tracker, msg.offset()),
-                    binding,
-                    digest,
-                    topic: key.0.clone(),
-                    partition: key.1,
+                    completion: Completion::timed(
+                        tracker,
+                        msg.offset(),
+                        msg.timestamp().to_millis(),
+                        metrics.record_latency.clone(),
+                    ),
+                    binding: info.binding.clone(),
+                    digest: info.digest.clone(),
+                    topic: info.name.clone(),
+                    partition,
                     offset: msg.offset(),
                     timestamp_ms: msg.timestamp().to_millis(),
                     key: msg.key().map(<[u8]>::to_vec),
@@ -575,7 +654,7 @@ fn poll_loop(
                     dead_lettered: AtomicBool::new(false),
                     taken: Instant::now(),
                 });
-                let lane = lane_of(&key.0, key.1, lanes.len());
+                let lane = lane_of(topic, partition, lanes.len());
                 if lanes[lane].send(rec).is_err() {
                     tracing::error!("a lane stopped; stopping");
                     break;

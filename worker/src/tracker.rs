@@ -91,6 +91,8 @@ pub struct Completion {
     tracker: Arc<PartitionTracker>,
     offset: i64,
     outstanding: AtomicU32,
+    /// The record's timestamp and where to observe the time from it to completion.
+    latency: Option<(i64, prometheus::Histogram)>,
 }
 
 impl Completion {
@@ -101,6 +103,23 @@ impl Completion {
             tracker,
             offset,
             outstanding: AtomicU32::new(1),
+            latency: None,
+        })
+    }
+
+    /// Like `new`, observing the time from the record's timestamp to its completion in `latency`.
+    pub fn timed(
+        tracker: Arc<PartitionTracker>,
+        offset: i64,
+        timestamp_ms: Option<i64>,
+        latency: prometheus::Histogram,
+    ) -> Arc<Self> {
+        tracker.begin(offset);
+        Arc::new(Self {
+            tracker,
+            offset,
+            outstanding: AtomicU32::new(1),
+            latency: timestamp_ms.map(|ts| (ts, latency)),
         })
     }
 
@@ -121,6 +140,12 @@ impl Completion {
     pub fn done(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.tracker.finish(self.offset);
+            if let Some((ts, h)) = &self.latency {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
+                h.observe((now - ts).max(0) as f64 / 1e3);
+            }
         }
     }
 }

@@ -47,6 +47,17 @@ impl ElasticsearchStore {
     }
 }
 
+/// Appends `s` as a JSON string literal.
+fn push_json_string(out: &mut String, s: &str) {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    } else {
+        out.push_str(&Value::from(s).to_string());
+    }
+}
+
 fn item_result(item: &Value) -> ItemResult {
     let op = item
         .as_object()
@@ -78,14 +89,22 @@ impl Store for ElasticsearchStore {
     }
 
     async fn write(&self, batch: &[&Payload]) -> Result<Vec<ItemResult>, WriteError> {
-        let mut lines: Vec<String> = Vec::with_capacity(batch.len() * 2);
+        // One NDJSON body; the crate ends it with the final newline.
+        let mut ndjson = String::with_capacity(batch.iter().map(|p| p.len()).sum());
         let mut sent = Vec::with_capacity(batch.len());
         let mut results = vec![ItemResult::Ok; batch.len()];
         for (i, p) in batch.iter().enumerate() {
             match p {
                 Payload::Document { index, id, body } => {
-                    lines.push(serde_json::json!({"index": {"_index": index, "_id": id}}).to_string());
-                    lines.push(body.clone());
+                    if !ndjson.is_empty() {
+                        ndjson.push('\n');
+                    }
+                    ndjson.push_str("{\"index\":{\"_index\":");
+                    push_json_string(&mut ndjson, index);
+                    ndjson.push_str(",\"_id\":");
+                    push_json_string(&mut ndjson, id);
+                    ndjson.push_str("}}\n");
+                    ndjson.push_str(body);
                     sent.push(i);
                 }
                 Payload::Line(_) => {
@@ -99,7 +118,7 @@ impl Store for ElasticsearchStore {
         let resp = self
             .client
             .bulk(BulkParts::None)
-            .body(lines)
+            .body(vec![ndjson])
             .send()
             .await
             .map_err(|e| WriteError {

@@ -86,8 +86,9 @@ pub trait Store: Send + Sync + 'static {
     fn ping(&self) -> impl std::future::Future<Output = bool> + Send;
 }
 
-/// A sink's queue: a bounded channel of items.
-pub type SinkSender<A> = mpsc::Sender<Item<A>>;
+/// A sink's queue: a bounded channel of chunks of items (the outputs of one record for this sink), so that a
+/// record costs one hand-over, not one per output.
+pub type SinkSender<A> = mpsc::Sender<Vec<Item<A>>>;
 
 /// Exponential backoff with full jitter.
 #[derive(Debug, Clone)]
@@ -132,7 +133,7 @@ impl Backoff {
 /// them, writes, retries, acknowledges.
 pub async fn run<S: Store, A: Acker>(
     store: std::sync::Arc<S>,
-    mut rx: mpsc::Receiver<Item<A>>,
+    mut rx: mpsc::Receiver<Vec<Item<A>>>,
     batching: BatchingConfig,
     metrics: Metrics,
 ) {
@@ -142,14 +143,14 @@ pub async fn run<S: Store, A: Acker>(
     loop {
         // Wait for the first item of a batch, then fill it until a limit or the linger time.
         let Some(first) = rx.recv().await else { break };
-        let mut bytes = first.payload.len();
-        batch.push(first);
+        let mut bytes: usize = first.iter().map(|i| i.payload.len()).sum();
+        batch.extend(first);
         let deadline = tokio::time::Instant::now() + batching.linger;
         while batch.len() < batching.max_records && bytes < batching.max_bytes {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(item)) => {
-                    bytes += item.payload.len();
-                    batch.push(item);
+                Ok(Some(chunk)) => {
+                    bytes += chunk.iter().map(|i| i.payload.len()).sum::<usize>();
+                    batch.extend(chunk);
                 }
                 Ok(None) | Err(_) => break,
             }

@@ -4,6 +4,11 @@ mod plugin_cmd;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc: the pipeline allocates in one thread and frees in another (records, outputs, batches), where
+/// glibc's allocator spends a quarter of the worker's time (measured with perf, see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "millrace",

@@ -1,0 +1,214 @@
+//! Pieces of the end-to-end benchmark (`make bench`, pipeline section):
+//!
+//! ```text
+//! bench_pipeline produce BROKERS TOPIC CORPUS [RATE]     # the corpus to TOPIC, as fast as possible or RATE/s
+//! bench_pipeline raw BROKERS TOPIC COUNT                 # a do-nothing consumer: records/s of the broker
+//! bench_pipeline blackhole PORT                          # an InfluxDB + Elasticsearch endpoint that counts
+//! bench_pipeline wait BROKERS GROUP TOPIC COUNT PID      # waits for COUNT committed; prints time and CPU
+//! ```
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failures end it with the message
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let a: Vec<String> = std::env::args().collect();
+    match a.get(1).map(String::as_str) {
+        Some("produce") if a.len() >= 5 => {
+            produce(&a[2], &a[3], &a[4], a.get(5).map(|r| r.parse()).transpose()?).await
+        }
+        Some("raw") if a.len() == 5 => raw(&a[2], &a[3], a[4].parse()?),
+        Some("blackhole") if a.len() == 3 => blackhole(a[2].parse()?).await,
+        Some("wait") if a.len() == 7 => wait(&a[2], &a[3], &a[4], a[5].parse()?, a[6].parse()?),
+        _ => bail!("see the usage in the source"),
+    }
+}
+
+async fn produce(brokers: &str, topic: &str, corpus: &str, rate: Option<f64>) -> Result<()> {
+    let lines: Vec<String> = std::fs::read_to_string(corpus)?
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?;
+    let start = Instant::now();
+    let mut pending = Vec::with_capacity(10_000);
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(r) = rate {
+            let due = Duration::from_secs_f64(i as f64 / r);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let key = format!("k{i}");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis() as i64;
+        pending.push(
+            producer
+                .send_result(FutureRecord::to(topic).key(&key).payload(line).timestamp(now))
+                .map_err(|(e, _)| e)?,
+        );
+        if pending.len() >= 10_000 {
+            for d in pending.drain(..) {
+                d.await?.map_err(|(e, _)| e)?;
+            }
+        }
+    }
+    for d in pending {
+        d.await?.map_err(|(e, _)| e)?;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"produced": lines.len(), "seconds": secs, "records_per_s": lines.len() as f64 / secs})
+    );
+    Ok(())
+}
+
+fn raw(brokers: &str, topic: &str, count: u64) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-raw-{}", std::process::id()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut n = 0u64;
+    let mut start = None;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while n < count && Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(100)) {
+            m?;
+            start.get_or_insert_with(Instant::now);
+            n += 1;
+        }
+    }
+    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    println!(
+        "{}",
+        json!({"consumed": n, "seconds": secs, "records_per_s": n as f64 / secs})
+    );
+    Ok(())
+}
+
+async fn blackhole(port: u16) -> Result<()> {
+    use axum::Router;
+    use axum::routing::{get, post};
+    let count = Arc::new(AtomicU64::new(0));
+    let lines = count.clone();
+    let docs = count.clone();
+    let app = Router::new()
+        .route(
+            "/write",
+            post(move |body: axum::body::Bytes| {
+                let lines = lines.clone();
+                async move {
+                    lines.fetch_add(
+                        body.iter().filter(|b| **b == b'\n').count() as u64,
+                        Ordering::Relaxed,
+                    );
+                    axum::http::StatusCode::NO_CONTENT
+                }
+            }),
+        )
+        .route(
+            "/_bulk",
+            post(move |body: axum::body::Bytes| {
+                let docs = docs.clone();
+                async move {
+                    let n = body.iter().filter(|b| **b == b'\n').count() / 2;
+                    docs.fetch_add(n as u64, Ordering::Relaxed);
+                    let items: Vec<_> = (0..n).map(|_| json!({"index": {"status": 201}})).collect();
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        json!({"errors": false, "took": 0, "items": items}).to_string(),
+                    )
+                }
+            }),
+        )
+        .route("/ping", get(|| async { axum::http::StatusCode::NO_CONTENT }))
+        .route("/", get(|| async { "{}" }))
+        .route(
+            "/count",
+            get(move || {
+                let c = count.clone();
+                async move { c.load(Ordering::Relaxed).to_string() }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// CPU seconds (user + system) of a process, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(") ")
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn wait(brokers: &str, group: &str, topic: &str, count: i64, pid: u32) -> Result<()> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .create()?;
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    let mut first_progress = None;
+    loop {
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..4 {
+            tpl.add_partition(topic, p);
+        }
+        let c = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+        let done: i64 = c
+            .elements()
+            .iter()
+            .filter_map(|e| e.offset().to_raw())
+            .filter(|o| *o > 0)
+            .sum();
+        if done > 0 && first_progress.is_none() {
+            first_progress = Some((Instant::now(), cpu_seconds(pid), done));
+        }
+        if done >= count {
+            break;
+        }
+        if start.elapsed() > Duration::from_secs(600) {
+            bail!("timed out with {done} of {count} committed");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Measured from the first commit (plugins loaded, group joined) to the last: the steady state.
+    let (t0, c0, d0) = first_progress.unwrap_or((start, cpu0, 0));
+    let secs = t0.elapsed().as_secs_f64();
+    let records = (count - d0) as f64;
+    let cpu = cpu_seconds(pid) - c0;
+    println!(
+        "{}",
+        json!({"records": records, "seconds": secs, "records_per_s": records / secs,
+               "cpu_seconds": cpu, "cpu_us_per_record": cpu * 1e6 / records})
+    );
+    Ok(())
+}
