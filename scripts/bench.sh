@@ -112,17 +112,27 @@ done
     sleep 0.5
     printf '{"run":"blackhole","r":%s}\n' "$(run_worker blackhole "$RUN-blackhole" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT")"
     kill "$BH"
-    echo "  latency at 10000 records/s (real stores)" >&2
-    port=$(free_port)
-    worker_config "$RUN-latency" "$RUN-latency" "http://$INFLUX" "http://$ES" "$port" >"$OUT/latency.toml"
-    RUST_LOG=warn "$MILLRACE" worker --config "$OUT/latency.toml" 2>"$OUT/latency.log" &
-    pid=$!
-    sleep 8 # join the group before records flow
-    "$BP" produce "$KAFKA" "$RUN-latency" "$OUT/latency.ndjson" 10000 >/dev/null
-    sleep 5
-    curl -fsS "http://127.0.0.1:$port/metrics" | grep '^millrace_record_latency_seconds' >"$OUT/latency.prom"
-    kill -TERM "$pid"; wait "$pid" || true
-    python3 - "$OUT/latency.prom" <<'PY'
+    latency_run() { # name rate influx es
+        local port pid
+        port=$(free_port)
+        worker_config "$RUN-lat-$1" "$RUN-lat-$1" "$3" "$4" "$port" >"$OUT/lat-$1.toml"
+        # The topic exists before the worker subscribes, as client topics do (a new topic is found by the next
+        # metadata refresh, up to 10 s later: that wait is not what this measures).
+        head -n 1 "$OUT/pipeline.ndjson" >"$OUT/lat-$1-first.ndjson"
+        "$BP" produce "$KAFKA" "$RUN-lat-$1" "$OUT/lat-$1-first.ndjson" >/dev/null
+        RUST_LOG=warn "$MILLRACE" worker --config "$OUT/lat-$1.toml" 2>"$OUT/lat-$1.log" &
+        pid=$!
+        sleep 15 # join the group before records flow
+        head -n $(($2 * 10)) "$OUT/pipeline.ndjson" >"$OUT/lat-$1.ndjson"
+        # Baseline in the same run: a do-nothing consumer of the same records (broker delivery lag).
+        "$BP" raw "$KAFKA" "$RUN-lat-$1" $(($2 * 10 + 1)) >"$OUT/lat-$1-raw.json" &
+        local raw=$!
+        "$BP" produce "$KAFKA" "$RUN-lat-$1" "$OUT/lat-$1.ndjson" "$2" >/dev/null
+        wait "$raw" || true
+        sleep 5
+        curl -fsS "http://127.0.0.1:$port/metrics" | grep '^millrace_record_latency_seconds' >"$OUT/lat-$1.prom"
+        kill -TERM "$pid"; wait "$pid" || true
+        python3 - "$OUT/lat-$1.prom" "$1" "$2" "$OUT/lat-$1-raw.json" <<'PY'
 import json, sys
 buckets = []
 for line in open(sys.argv[1]):
@@ -135,7 +145,21 @@ def q(p):
         if total and c >= p * total:
             return le
     return None
-print(json.dumps({"run": "latency", "r": {"records": total, "p50_le_s": q(0.5), "p99_le_s": q(0.99)}}))
+try:
+    raw = json.load(open(sys.argv[4]))
+except Exception:
+    raw = {}
+print(json.dumps({"run": "latency-" + sys.argv[2], "r": {"rate": int(sys.argv[3]), "records": total, "p50_le_s": q(0.5), "p99_le_s": q(0.99),
+                  "raw_p50_ms": raw.get("timestamp_lag_ms_p50"), "raw_p99_ms": raw.get("timestamp_lag_ms_p99")}}))
 PY
+    }
+    echo "  latency at 1000 records/s, real stores" >&2
+    latency_run stores 1000 "http://$INFLUX" "http://$ES"
+    echo "  latency at 5000 records/s, blackhole stores" >&2
+    "$BP" blackhole "$BH_PORT" &
+    BH=$!
+    sleep 0.5
+    latency_run blackhole 5000 "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT"
+    kill "$BH"
 } >"$OUT/pipeline.jsonl"
 python3 scripts/bench/report.py pipeline "$OUT/pipeline.jsonl" BENCHMARKS.md

@@ -86,22 +86,40 @@ fn raw(brokers: &str, topic: &str, count: u64) -> Result<()> {
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
+        .set("topic.metadata.refresh.interval.ms", "500")
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut n = 0u64;
     let mut start = None;
+    let mut lags = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(300);
     while n < count && Instant::now() < deadline {
         if let Some(m) = consumer.poll(Duration::from_millis(100)) {
-            m?;
+            let m = match m {
+                Ok(m) => m,
+                Err(e) if e.to_string().contains("Unknown topic") => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(ts) = rdkafka::Message::timestamp(&m).to_millis() {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis() as i64;
+                lags.push(now - ts);
+            }
             start.get_or_insert_with(Instant::now);
             n += 1;
         }
     }
     let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    lags.sort_unstable();
+    let p = |q: f64| {
+        lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1)))
+            .copied()
+    };
     println!(
         "{}",
-        json!({"consumed": n, "seconds": secs, "records_per_s": n as f64 / secs})
+        json!({"consumed": n, "seconds": secs, "records_per_s": n as f64 / secs,
+               "timestamp_lag_ms_p50": p(0.5), "timestamp_lag_ms_p99": p(0.99)})
     );
     Ok(())
 }

@@ -72,6 +72,11 @@ impl Scenario {
             [sinks.influxdb]
             url = "{influx}"
             database = "{db}"
+            [sinks.influxdb_v2]
+            url = "{vm}"
+            org = "e2e"
+            bucket = "e2e"
+            token = "t"
             [sinks.elasticsearch]
             urls = ["{es}"]
             [dead_letter]
@@ -87,6 +92,7 @@ impl Scenario {
             [pipeline]
             drain_timeout = "20s"
             "#,
+            vm = http_url("victoriametrics"),
             kafka = addr("kafka"),
             group = self.group,
             v1 = self.topic_v1,
@@ -129,7 +135,7 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
         let value = match id % 6 {
             0 | 1 => {
                 expect_points.insert(id);
-                json!({"type": "metric", "source": format!("r{id}"), "unit": "C", "value": id as f64 / 2.0, "rid": id}).to_string()
+                json!({"type": "metric", "source": format!("r{id}"), "unit": s.uid, "value": id as f64 / 2.0, "rid": id}).to_string()
             }
             2 | 3 => {
                 let svc = s.service(if id % 6 == 2 { "checkout" } else { "billing" });
@@ -161,7 +167,7 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
         expect_points.insert(id);
         seed.push((
             format!("k{id}"),
-            json!({"type": "metric", "source": format!("r{id}"), "value": 1, "rid": id})
+            json!({"type": "metric", "source": format!("r{id}"), "unit": s.uid, "value": 1, "rid": id})
                 .to_string()
                 .into_bytes(),
         ));
@@ -183,6 +189,33 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
     })
     .await;
     assert_eq!(points, expect_points, "exactly the metric records, once each");
+    // The same points through the InfluxDB v2 write API (VictoriaMetrics), by their `source` tag.
+    let vm_sources = eventually(Duration::from_secs(60), "the points in VictoriaMetrics", || {
+        let want = expect_points.len();
+        let selector = format!("{{__name__=\"env_metrics_value\",unit=\"{}\"}}", s.uid);
+        async move {
+            let text = reqwest::Client::new()
+                .get(format!("{}/api/v1/export", http_url("victoriametrics")))
+                .query(&[("match[]", selector.as_str())])
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            let ids: BTreeSet<u64> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter_map(|v| v["metric"]["source"].as_str()?.strip_prefix('r')?.parse().ok())
+                .collect();
+            (ids.len() >= want).then_some(ids)
+        }
+    })
+    .await;
+    assert!(
+        expect_points.is_subset(&vm_sources),
+        "every point reached the v2 write API too"
+    );
 
     for (index, want) in &expect_docs {
         let docs = eventually(Duration::from_secs(60), "documents in Elasticsearch", || {

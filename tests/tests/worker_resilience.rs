@@ -201,6 +201,13 @@ async fn a_store_down_for_20_seconds_pauses_consumption_and_loses_nothing() -> R
     })
     .await;
 
+    let ready = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert_eq!(ready(port).await, 200, "ready while the store answers");
     proxy.set_down(true);
     produce(&s.topic, &(200..1200).map(|i| log(&s.uid, i)).collect::<Vec<_>>()).await?;
     let outage = std::time::Instant::now();
@@ -236,6 +243,12 @@ async fn a_store_down_for_20_seconds_pauses_consumption_and_loses_nothing() -> R
         }
     }
     assert!(saw_pause, "consumption paused while the store was down");
+    assert_eq!(ready(port).await, 503, "not ready while a store is unreachable");
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+        .await?
+        .status()
+        .as_u16();
+    assert_eq!(health, 200, "alive all the same");
     assert!(
         es_docs(&index).await?.len() < 1200,
         "the store really was unreachable"

@@ -187,6 +187,8 @@ struct RawBatching {
     retry_initial_backoff: String,
     #[serde(default = "default_backoff_max")]
     retry_max_backoff: String,
+    #[serde(default = "default_concurrency")]
+    concurrency: usize,
 }
 
 impl Default for RawBatching {
@@ -197,6 +199,7 @@ impl Default for RawBatching {
             linger: default_linger(),
             retry_initial_backoff: default_backoff_initial(),
             retry_max_backoff: default_backoff_max(),
+            concurrency: default_concurrency(),
         }
     }
 }
@@ -212,6 +215,9 @@ fn default_linger() -> String {
 }
 fn default_backoff_initial() -> String {
     "100ms".into()
+}
+fn default_concurrency() -> usize {
+    4
 }
 fn default_backoff_max() -> String {
     "30s".into()
@@ -431,6 +437,8 @@ pub struct BatchingConfig {
     pub linger: Duration,
     pub retry_initial_backoff: Duration,
     pub retry_max_backoff: Duration,
+    /// Batches in flight per sink.
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -739,6 +747,7 @@ impl WorkerConfig {
             linger: duration("batching.linger", &b.linger)?,
             retry_initial_backoff: duration("batching.retry_initial_backoff", &b.retry_initial_backoff)?,
             retry_max_backoff: duration("batching.retry_max_backoff", &b.retry_max_backoff)?,
+            concurrency: b.concurrency.clamp(1, 64),
         };
 
         let metrics_address = raw
@@ -788,6 +797,15 @@ impl WorkerConfig {
         };
         if raw.dead_letter.topic.is_empty() {
             return Err(invalid("dead_letter.topic", "empty"));
+        }
+        if let Some(b) = bindings.iter().find(|b| b.topics.matches(&raw.dead_letter.topic)) {
+            return Err(invalid(
+                "dead_letter.topic",
+                format!(
+                    "`{}` is consumed by binding `{}`: dead letters would be processed again, forever",
+                    raw.dead_letter.topic, b.name
+                ),
+            ));
         }
 
         Ok(Self {
@@ -889,6 +907,16 @@ mod tests {
         let shown = c.redacted();
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn the_dead_letter_topic_cannot_be_a_bound_topic() {
+        let text = format!("{MINIMAL}\n[dead_letter]\ntopic = \"client-acme\"\n");
+        let err = WorkerConfig::from_toml(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("dead_letter.topic") && err.contains("forever"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -138,11 +138,12 @@ pub async fn run<S: Store, A: Acker>(
     metrics: Metrics,
 ) {
     let name = store.name();
-    let mut backoff = Backoff::new(batching.retry_initial_backoff, batching.retry_max_backoff);
-    let mut batch: Vec<Item<A>> = Vec::with_capacity(batching.max_records);
+    // Up to `concurrency` batches in flight: a store's round trip does not stall the batches behind it.
+    let mut in_flight = tokio::task::JoinSet::new();
     loop {
         // Wait for the first item of a batch, then fill it until a limit or the linger time.
         let Some(first) = rx.recv().await else { break };
+        let mut batch: Vec<Item<A>> = Vec::with_capacity(batching.max_records);
         let mut bytes: usize = first.iter().map(|i| i.payload.len()).sum();
         batch.extend(first);
         let deadline = tokio::time::Instant::now() + batching.linger;
@@ -159,8 +160,16 @@ pub async fn run<S: Store, A: Acker>(
             .sink_batch_records
             .with_label_values(&[name])
             .observe(batch.len() as f64);
-        deliver(&*store, &mut batch, &mut backoff, &metrics).await;
+        while in_flight.len() >= batching.concurrency.max(1) {
+            let _ = in_flight.join_next().await;
+        }
+        let (store, metrics) = (store.clone(), metrics.clone());
+        let mut backoff = Backoff::new(batching.retry_initial_backoff, batching.retry_max_backoff);
+        in_flight.spawn(async move {
+            deliver(&*store, &mut batch, &mut backoff, &metrics).await;
+        });
     }
+    while in_flight.join_next().await.is_some() {}
     tracing::debug!(sink = name, "sink stopped: its queue is closed and drained");
 }
 
