@@ -375,3 +375,99 @@ async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_
     assert_eq!(committed(&s.group, &[&s.topic_v1])?.get(&s.topic_v1), Some(&80));
     Ok(())
 }
+
+/// A store refusing an output for good (here InfluxDB's field type conflict) sends the record to the
+/// dead-letter topic with the store's reason, while its other outputs are written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn outputs_a_store_refuses_are_dead_lettered_with_its_reason() -> Result<()> {
+    let s = Scenario::new();
+    create_db(&s.db).await?;
+    // `bytes` is a float in this database; the plugin writes it as an integer.
+    let r = reqwest::Client::new()
+        .post(format!("{}/write", http_url("influxdb")))
+        .query(&[("db", s.db.as_str())])
+        .body("kafka_records,topic=seed bytes=1.5")
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 204);
+    let registry = addr("registry");
+    let envelope = oras_push(
+        &format!("{registry}/e2e/envelope:v1"),
+        &dist("c_envelope"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let cache = tempfile::tempdir()?;
+    let text = format!(
+        r#"
+        [kafka]
+        brokers = "{kafka}"
+        group_id = "{group}"
+        session_timeout = "6s"
+        [[bindings]]
+        topic = "{topic}"
+        plugin = "{registry}/e2e/envelope@{envelope}"
+        allowed_measurements = ["kafka_records"]
+        allowed_indices = ["envelope-"]
+        [sinks.influxdb]
+        url = "{influx}"
+        database = "{db}"
+        [sinks.elasticsearch]
+        urls = ["{es}"]
+        [dead_letter]
+        topic = "{dlq}"
+        [metrics]
+        address = "127.0.0.1:0"
+        [registry]
+        cache_dir = "{cache}"
+        insecure = ["{registry}"]
+        [batching]
+        linger = "50ms"
+        "#,
+        kafka = addr("kafka"),
+        group = s.group,
+        topic = s.topic_v1,
+        influx = http_url("influxdb"),
+        es = http_url("elasticsearch"),
+        db = s.db,
+        dlq = s.dlq,
+        cache = cache.path().display(),
+    );
+    let records: Vec<_> = (0..20u64)
+        .map(|id| (format!("k{id}"), json!({"rid": id}).to_string().into_bytes()))
+        .collect();
+    produce(&s.topic_v1, &records).await?;
+    let config = millrace_worker::WorkerConfig::from_toml(&text)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
+        let _ = stop_rx.await;
+    }));
+    let dead = dead_letters(&s.dlq, 20).await?;
+    assert_eq!(dead.len(), 20);
+    assert!(
+        dead.values().all(|(kind, ..)| kind == "store_rejected"),
+        "{dead:?}"
+    );
+    // The documents of the same records were written.
+    let index = format!("envelope-{}", s.topic_v1);
+    let docs = eventually(Duration::from_secs(60), "the envelope documents", || {
+        let index = index.clone();
+        async move {
+            let r: Value = reqwest::Client::new()
+                .get(format!("{}/{index}/_count", http_url("elasticsearch")))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            r["count"].as_u64().filter(|c| *c >= 20)
+        }
+    })
+    .await;
+    assert_eq!(docs, 20);
+    stop_tx.send(()).ok();
+    worker.await??;
+    assert_eq!(committed(&s.group, &[&s.topic_v1])?.get(&s.topic_v1), Some(&20));
+    Ok(())
+}
