@@ -20,6 +20,10 @@ struct RawConfig {
     kafka: RawKafka,
     #[serde(default)]
     bindings: Vec<RawBinding>,
+    /// Bindings in a file of their own, watched and applied live.
+    bindings_file: Option<PathBuf>,
+    #[serde(default)]
+    reload: RawReload,
     #[serde(default)]
     sinks: RawSinks,
     #[serde(default)]
@@ -93,6 +97,33 @@ fn yes() -> bool {
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawReload {
+    #[serde(default = "default_reload_interval")]
+    interval: String,
+}
+
+impl Default for RawReload {
+    fn default() -> Self {
+        Self {
+            interval: default_reload_interval(),
+        }
+    }
+}
+
+fn default_reload_interval() -> String {
+    "2s".into()
+}
+
+/// A bindings file: `[[bindings]]` entries and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBindingsFile {
+    #[serde(default)]
+    bindings: Vec<RawBinding>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawBinding {
     name: Option<String>,
     topic: Option<String>,
@@ -104,6 +135,9 @@ struct RawBinding {
     allowed_measurements: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
+    /// Sample record values that must produce outputs without errors before a new plugin version is applied.
+    #[serde(default)]
+    smoke: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -378,6 +412,8 @@ pub struct BindingConfig {
     /// Measurement name prefixes points may go to; `*` allows any.
     pub allowed_measurements: Vec<String>,
     pub limits: millrace_runtime::Limits,
+    /// Sample record values a new plugin version must process into outputs, without errors.
+    pub smoke: Vec<String>,
 }
 
 fn allowed(prefixes: &[String], name: &str) -> bool {
@@ -462,6 +498,10 @@ pub struct WorkerConfig {
     pub metrics_address: std::net::SocketAddr,
     pub registry: millrace_plugin_registry::RegistryConfig,
     pub pipeline: PipelineConfig,
+    /// Where bindings are watched, when they live in a file of their own.
+    pub bindings_file: Option<PathBuf>,
+    /// How often the bindings file is checked and tags are re-resolved.
+    pub reload_interval: Duration,
 }
 
 // ------------------------------------------------------------------------------------------ loading
@@ -530,6 +570,94 @@ fn flatten(
         }
     }
     Ok(())
+}
+
+/// Validates raw bindings; `what` prefixes the keys in errors (`bindings`, or the file's name).
+fn validate_bindings(raw: Vec<RawBinding>, what: &str) -> Result<Vec<BindingConfig>, WorkerError> {
+    let mut bindings = Vec::new();
+    for (i, b) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("{what}[{i}].{field}");
+        let topics = match (b.topic, b.topic_regex) {
+            (Some(t), None) if !t.is_empty() => TopicMatch::Name(t),
+            (None, Some(r)) => {
+                let r = if r.starts_with('^') { r } else { format!("^{r}") };
+                TopicMatch::Regex(regex::Regex::new(&r).map_err(|e| invalid(&key("topic_regex"), e))?)
+            }
+            _ => {
+                return Err(invalid(
+                    &key("topic"),
+                    "give exactly one of `topic` and `topic_regex`",
+                ));
+            }
+        };
+        millrace_plugin_registry::PluginRef::parse(&b.plugin).map_err(|e| invalid(&key("plugin"), e))?;
+        let d = millrace_runtime::Limits::default();
+        let l = b.limits;
+        let limits = millrace_runtime::Limits {
+            fuel_per_record: l.fuel.unwrap_or(d.fuel_per_record),
+            max_memory_bytes: match l.memory {
+                Some(m) => size(&key("limits.memory"), &m)?,
+                None => d.max_memory_bytes,
+            },
+            timeout: match l.timeout {
+                Some(t) => duration(&key("limits.timeout"), &t)?,
+                None => d.timeout,
+            },
+            max_outputs_per_record: l.max_outputs.unwrap_or(d.max_outputs_per_record),
+            max_output_bytes_per_record: match l.max_output_bytes {
+                Some(m) => size(&key("limits.max_output_bytes"), &m)?,
+                None => d.max_output_bytes_per_record,
+            },
+            max_log_lines_per_record: l.max_log_lines.unwrap_or(d.max_log_lines_per_record),
+            grant_clock: l.grant_clock.unwrap_or(false),
+            ..d
+        };
+        limits
+            .validate(&millrace_runtime::EngineConfig::default())
+            .map_err(|e| invalid(&key("limits"), e))?;
+        let name = b.name.unwrap_or_else(|| topics.subscription());
+        bindings.push(BindingConfig {
+            name,
+            topics,
+            plugin: b.plugin,
+            allowed_indices: b.allowed_indices,
+            allowed_measurements: b.allowed_measurements,
+            limits,
+            smoke: b.smoke,
+        });
+    }
+    let mut names = std::collections::HashSet::new();
+    for b in &bindings {
+        if !names.insert(b.name.clone()) {
+            return Err(invalid(what, format!("two bindings are named `{}`", b.name)));
+        }
+    }
+    Ok(bindings)
+}
+
+/// Reads and validates a bindings file (TOML, or YAML by extension): `[[bindings]]` entries.
+pub fn load_bindings_file(path: &Path) -> Result<Vec<BindingConfig>, WorkerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("bindings_file", format!("reading {}: {e}", path.display())))?;
+    let format = match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        _ => config::FileFormat::Toml,
+    };
+    parse_bindings(&text, format, &path.display().to_string())
+}
+
+/// Parses and validates bindings given as text.
+pub fn parse_bindings(
+    text: &str,
+    format: config::FileFormat,
+    what: &str,
+) -> Result<Vec<BindingConfig>, WorkerError> {
+    let source = config::Config::builder()
+        .add_source(config::File::from_str(text, format))
+        .build()
+        .map_err(|e| invalid(what, e))?;
+    let raw: RawBindingsFile = source.try_deserialize().map_err(|e| invalid(what, e))?;
+    validate_bindings(raw.bindings, what)
 }
 
 impl WorkerConfig {
@@ -627,58 +755,21 @@ impl WorkerConfig {
             secret_properties,
         };
 
-        let mut bindings = Vec::new();
-        for (i, b) in raw.bindings.into_iter().enumerate() {
-            let key = |field: &str| format!("bindings[{i}].{field}");
-            let topics = match (b.topic, b.topic_regex) {
-                (Some(t), None) if !t.is_empty() => TopicMatch::Name(t),
-                (None, Some(r)) => {
-                    let r = if r.starts_with('^') { r } else { format!("^{r}") };
-                    TopicMatch::Regex(regex::Regex::new(&r).map_err(|e| invalid(&key("topic_regex"), e))?)
-                }
-                _ => {
+        let bindings_file = raw.bindings_file;
+        let bindings = match &bindings_file {
+            Some(path) => {
+                if !raw.bindings.is_empty() {
                     return Err(invalid(
-                        &key("topic"),
-                        "give exactly one of `topic` and `topic_regex`",
+                        "bindings",
+                        "give bindings inline or in `bindings_file`, not both",
                     ));
                 }
-            };
-            millrace_plugin_registry::PluginRef::parse(&b.plugin).map_err(|e| invalid(&key("plugin"), e))?;
-            let d = millrace_runtime::Limits::default();
-            let l = b.limits;
-            let limits = millrace_runtime::Limits {
-                fuel_per_record: l.fuel.unwrap_or(d.fuel_per_record),
-                max_memory_bytes: match l.memory {
-                    Some(m) => size(&key("limits.memory"), &m)?,
-                    None => d.max_memory_bytes,
-                },
-                timeout: match l.timeout {
-                    Some(t) => duration(&key("limits.timeout"), &t)?,
-                    None => d.timeout,
-                },
-                max_outputs_per_record: l.max_outputs.unwrap_or(d.max_outputs_per_record),
-                max_output_bytes_per_record: match l.max_output_bytes {
-                    Some(m) => size(&key("limits.max_output_bytes"), &m)?,
-                    None => d.max_output_bytes_per_record,
-                },
-                max_log_lines_per_record: l.max_log_lines.unwrap_or(d.max_log_lines_per_record),
-                grant_clock: l.grant_clock.unwrap_or(false),
-                ..d
-            };
-            limits
-                .validate(&millrace_runtime::EngineConfig::default())
-                .map_err(|e| invalid(&key("limits"), e))?;
-            let name = b.name.unwrap_or_else(|| topics.subscription());
-            bindings.push(BindingConfig {
-                name,
-                topics,
-                plugin: b.plugin,
-                allowed_indices: b.allowed_indices,
-                allowed_measurements: b.allowed_measurements,
-                limits,
-            });
-        }
-        if bindings.is_empty() {
+                load_bindings_file(path)?
+            }
+            None => validate_bindings(raw.bindings, "bindings")?,
+        };
+        let reload_interval = duration("reload.interval", &raw.reload.interval)?;
+        if bindings.is_empty() && bindings_file.is_none() {
             return Err(invalid("bindings", "at least one binding is needed"));
         }
 
@@ -819,6 +910,8 @@ impl WorkerConfig {
             metrics_address,
             registry,
             pipeline,
+            bindings_file,
+            reload_interval,
         })
     }
 

@@ -116,11 +116,15 @@ impl DeadLetters {
             });
         }
         let message: String = message.chars().take(4096).collect();
+        let (binding, digest) = r
+            .plugin
+            .get()
+            .map_or(("none", ""), |(b, d)| (b.as_ref(), d.as_ref()));
         for (key, value) in [
             (headers::KIND, Some(kind)),
             (headers::MESSAGE, Some(message.as_str())),
-            (headers::PLUGIN_DIGEST, Some(r.digest.as_ref())),
-            (headers::BINDING, Some(r.binding.as_ref())),
+            (headers::PLUGIN_DIGEST, Some(digest)),
+            (headers::BINDING, Some(binding)),
             (headers::TOPIC, Some(r.topic.as_ref())),
             (headers::PARTITION, Some(partition.as_str())),
             (headers::OFFSET, Some(offset.as_str())),

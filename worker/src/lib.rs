@@ -1,6 +1,7 @@
 //! The millrace worker library: configuration, the pipeline from Kafka through plugins to the stores,
 //! the sinks and the observability endpoints. The `millrace` binary is a thin command line over it.
 
+pub mod bindings;
 pub mod config;
 mod error;
 pub mod units;

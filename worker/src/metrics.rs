@@ -30,6 +30,8 @@ pub struct Metrics {
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
     pub record_latency: Histogram,
+    pub reloads: IntCounterVec,
+    pub reload_duration: Histogram,
 }
 
 impl Metrics {
@@ -68,8 +70,8 @@ impl Metrics {
             )?,
             outputs: counter(
                 "millrace_outputs_total",
-                "Outputs produced by plugins, by kind (point, document)",
-                &["binding", "kind"],
+                "Outputs produced by plugins, by plugin version (manifest digest) and kind (point, document)",
+                &["binding", "plugin", "kind"],
             )?,
             plugin_duration: histogram(
                 "millrace_plugin_duration_seconds",
@@ -155,8 +157,21 @@ impl Metrics {
                 )
                 .buckets(exponential_buckets(0.001, 2.0, 18)?),
             )?,
+            reloads: counter(
+                "millrace_reloads_total",
+                "Binding changes applied, or refused by reason (invalid_bindings, smoke_check, a registry error kind, ...)",
+                &["result", "reason"],
+            )?,
+            reload_duration: Histogram::with_opts(
+                HistogramOpts::new(
+                    "millrace_reload_duration_seconds",
+                    "From noticing a binding change to the new version being active",
+                )
+                .buckets(exponential_buckets(0.001, 2.0, 16)?),
+            )?,
             registry: registry.clone(),
         };
+        registry.register(Box::new(m.reload_duration.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.paused_partitions.clone()))?;
         registry.register(Box::new(m.assigned_partitions.clone()))?;

@@ -18,34 +18,28 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
-use millrace_plugin_registry::{PluginRef, PluginStore, RegistryMetrics};
-use millrace_runtime::{EngineConfig, Header, Output, Plugin, PluginInstance, Record, Runtime, Verdict};
+use millrace_plugin_registry::{PluginStore, RegistryMetrics};
+use millrace_runtime::{EngineConfig, Header, Output, PluginInstance, Record, Runtime, Verdict};
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::topic_partition_list::TopicPartitionList;
 
 use crate::WorkerError;
-use crate::config::{BindingConfig, WorkerConfig};
+use crate::bindings::{self, Binding, BindingTable, Reloader};
+use crate::config::WorkerConfig;
 use crate::dlq::DeadLetters;
 use crate::metrics::Metrics;
 use crate::sinks::{self, Acker, Item, Payload, SinkSender};
 use crate::source::{self, SourceContext, Trackers, lock};
 use crate::tracker::{Completion, PartitionTracker};
 
-/// A binding with its loaded plugin.
-#[derive(Debug)]
-pub struct Binding {
-    pub config: BindingConfig,
-    pub plugin: Plugin,
-}
-
 /// A record between the moment it was taken and the moment all its outputs were acknowledged.
 #[derive(Debug)]
 pub struct InFlight {
     pub completion: Arc<Completion>,
-    pub binding: Arc<str>,
-    pub digest: Arc<str>,
+    /// The binding and plugin version (manifest digest) that processed the record, set by its lane.
+    pub plugin: std::sync::OnceLock<(Arc<str>, Arc<str>)>,
     pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
@@ -97,14 +91,14 @@ struct BindingMetrics {
 }
 
 impl BindingMetrics {
-    fn new(m: &Metrics, name: &str) -> Self {
+    fn new(m: &Metrics, name: &str, digest: &str) -> Self {
         Self {
             records_in: m.records_in.with_label_values(&[name]),
             accepted: m.records_processed.with_label_values(&[name, "accepted"]),
             rejected: m.records_processed.with_label_values(&[name, "rejected"]),
             failed: m.records_processed.with_label_values(&[name, "failed"]),
-            points: m.outputs.with_label_values(&[name, "point"]),
-            documents: m.outputs.with_label_values(&[name, "document"]),
+            points: m.outputs.with_label_values(&[name, digest, "point"]),
+            documents: m.outputs.with_label_values(&[name, digest, "document"]),
             duration: m.plugin_duration.with_label_values(&[name]),
             fuel: m.plugin_fuel.with_label_values(&[name]),
             logs_dropped: m.plugin_logs_dropped.with_label_values(&[name]),
@@ -122,8 +116,10 @@ struct Routes {
 
 /// A processing lane: a thread with its own plugin instances.
 struct Lane {
-    bindings: Arc<Vec<Arc<Binding>>>,
-    instances: HashMap<String, (PluginInstance, BindingMetrics)>,
+    table: Arc<BindingTable>,
+    /// One instance per binding version (id); dropped when that version leaves the table.
+    instances: HashMap<u64, (PluginInstance, BindingMetrics)>,
+    seen_generation: u64,
     routes: Routes,
     dlq: DeadLetters,
     shared: Arc<AckShared>,
@@ -131,33 +127,29 @@ struct Lane {
 }
 
 impl Lane {
-    fn binding_for(&self, topic: &str) -> Option<Arc<Binding>> {
-        self.bindings
-            .iter()
-            .find(|b| b.config.topics.matches(topic))
-            .cloned()
-    }
-
     fn process(&mut self, rec: Arc<InFlight>) {
         if rec.completion.tracker().is_revoked() {
             return; // the partition moved to another worker, which will deliver the record again
         }
-        let Some(binding) = self.binding_for(&rec.topic) else {
-            rec.completion.add(1);
-            self.dlq.send(
-                rec.clone(),
-                "no_binding",
-                format!("no binding for topic {}", rec.topic),
-            );
-            rec.completion.done();
+        let generation = self.table.generation();
+        let table = self.table.snapshot();
+        if generation != self.seen_generation {
+            // Versions that left the table: their instances go.
+            self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
+            self.seen_generation = generation;
+        }
+        let Some(binding) = bindings::find(&table, &rec.topic) else {
+            // The binding was removed: the record is not processed and its offset is not committed.
+            rec.completion.tracker().abandon(rec.offset);
             return;
         };
+        let _ = rec.plugin.set((binding.name.clone(), binding.digest.clone()));
         let name = binding.config.name.as_str();
-        if !self.instances.contains_key(name) {
+        if !self.instances.contains_key(&binding.id) {
             match binding.plugin.instance(binding.config.limits.clone()) {
                 Ok(i) => {
-                    let bm = BindingMetrics::new(&self.metrics, name);
-                    self.instances.insert(name.to_string(), (i, bm));
+                    let bm = BindingMetrics::new(&self.metrics, name, &binding.digest);
+                    self.instances.insert(binding.id, (i, bm));
                 }
                 Err(e) => {
                     rec.completion.add(1);
@@ -167,7 +159,7 @@ impl Lane {
                 }
             }
         }
-        let Some((instance, bm)) = self.instances.get_mut(name) else {
+        let Some((instance, bm)) = self.instances.get_mut(&binding.id) else {
             return;
         };
         bm.records_in.inc();
@@ -348,40 +340,6 @@ pub struct Readiness {
     pub stores: Vec<(&'static str, crate::http::Pinger)>,
 }
 
-/// Loads every binding's plugin (pulled, verified and compiled, or from the cache).
-pub async fn load_bindings(
-    config: &WorkerConfig,
-    store: &PluginStore,
-    metrics: &Metrics,
-) -> Result<Vec<Arc<Binding>>, WorkerError> {
-    let mut out = Vec::new();
-    for b in &config.bindings {
-        let reference = PluginRef::parse(&b.plugin).map_err(|error| WorkerError::Plugin {
-            binding: b.name.clone(),
-            error: Box::new(error),
-        })?;
-        let loaded = store
-            .load(&reference)
-            .await
-            .map_err(|error| WorkerError::Plugin {
-                binding: b.name.clone(),
-                error: Box::new(error),
-            })?;
-        tracing::info!(binding = %b.name, plugin = %reference, digest = %loaded.manifest_digest,
-            module = %loaded.module_digest, source = ?loaded.source, ms = loaded.elapsed.as_millis() as u64,
-            "plugin loaded");
-        metrics
-            .plugin_info
-            .with_label_values(&[b.name.as_str(), loaded.manifest_digest.as_str()])
-            .set(1);
-        out.push(Arc::new(Binding {
-            config: b.clone(),
-            plugin: loaded.plugin,
-        }));
-    }
-    Ok(out)
-}
-
 /// Runs a worker until `shutdown` resolves: loads plugins, serves `/metrics`, `/healthz` and `/readyz`,
 /// consumes, processes, writes, commits; then drains and commits what is in flight and leaves the group.
 pub async fn run(
@@ -400,7 +358,14 @@ pub async fn run(
             error: Box::new(error),
         }
     })?;
-    let bindings = Arc::new(load_bindings(&config, &store, &metrics).await?);
+    let mut reloader = Reloader::start(
+        store,
+        metrics.clone(),
+        config.bindings_file.clone(),
+        config.bindings.clone(),
+    )
+    .await?;
+    let table = reloader.table();
 
     let handle = tokio::runtime::Handle::current();
     let dlq = DeadLetters::new(
@@ -475,8 +440,9 @@ pub async fn run(
     for i in 0..config.pipeline.lanes {
         let (tx, rx) = mpsc::channel::<Arc<InFlight>>();
         let mut lane = Lane {
-            bindings: bindings.clone(),
+            table: table.clone(),
             instances: HashMap::new(),
+            seen_generation: 0,
             routes: routes.clone(),
             dlq: dlq.clone(),
             shared: shared.clone(),
@@ -507,10 +473,10 @@ pub async fn run(
         drain_timeout: config.pipeline.drain_timeout,
         joined,
     };
-    let consumer = source::consumer(&config, context)?;
+    let consumer = source::consumer(&config, &bindings::subscriptions(&table.snapshot()), context)?;
     let poll = {
         let stop = stop.clone();
-        let bindings = bindings.clone();
+        let table = table.clone();
         let metrics = metrics.clone();
         let max_in_flight = config.pipeline.max_in_flight_per_partition;
         let drain_timeout = config.pipeline.drain_timeout;
@@ -521,7 +487,7 @@ pub async fn run(
                     consumer,
                     trackers,
                     lane_senders,
-                    bindings,
+                    table,
                     metrics,
                     stop,
                     max_in_flight,
@@ -534,7 +500,26 @@ pub async fn run(
             })?
     };
 
+    // Live changes: the bindings file and moved tags are checked every interval, and at once on SIGHUP.
+    let reloads = {
+        let interval = config.reload_interval;
+        tokio::spawn(async move {
+            let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            loop {
+                let force = tokio::select! {
+                    _ = tokio::time::sleep(interval) => false,
+                    Some(()) = async { match hup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                        tracing::info!("SIGHUP: reloading bindings");
+                        true
+                    }
+                };
+                reloader.reload(force).await;
+            }
+        })
+    };
+
     shutdown.await;
+    reloads.abort();
     tracing::info!("shutting down: draining in-flight records");
     stop.store(true, Ordering::Release);
     let _ = tokio::task::spawn_blocking(move || poll.join()).await;
@@ -574,7 +559,7 @@ fn poll_loop(
     consumer: BaseConsumer<SourceContext>,
     trackers: Trackers,
     lanes: Vec<mpsc::Sender<Arc<InFlight>>>,
-    bindings: Arc<Vec<Arc<Binding>>>,
+    table: Arc<BindingTable>,
     metrics: Metrics,
     stop: Arc<AtomicBool>,
     max_in_flight: usize,
@@ -585,29 +570,35 @@ fn poll_loop(
     // Per topic: its name, binding and plugin digest, shared by every record; per partition: the tracker.
     struct TopicInfo {
         name: Arc<str>,
-        binding: Arc<str>,
-        digest: Arc<str>,
         partitions: HashMap<i32, Arc<PartitionTracker>>,
     }
     let mut topics: HashMap<String, TopicInfo> = HashMap::new();
+    let mut generation = table.generation();
+    let mut subscribed = bindings::subscriptions(&table.snapshot());
     while !stop.load(Ordering::Acquire) {
+        // Bindings changed: subscribe to the new set of topics (a rebalance hands out their partitions).
+        if table.generation() != generation {
+            generation = table.generation();
+            let subs = bindings::subscriptions(&table.snapshot());
+            if subs != subscribed {
+                let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
+                match consumer.subscribe(&refs) {
+                    Ok(()) => {
+                        tracing::info!(topics = ?subs, "subscription changed");
+                        subscribed = subs;
+                    }
+                    Err(e) => tracing::error!(error = %e, "changing the subscription"),
+                }
+            }
+        }
         match consumer.poll(Duration::from_millis(50)) {
             Some(Ok(msg)) => {
                 let topic = msg.topic();
                 if !topics.contains_key(topic) {
-                    let (binding, digest) = bindings
-                        .iter()
-                        .find(|b| b.config.topics.matches(topic))
-                        .map_or_else(
-                            || (Arc::from("none"), Arc::from("")),
-                            |b| (Arc::from(b.config.name.as_str()), Arc::from(b.plugin.digest())),
-                        );
                     topics.insert(
                         topic.to_string(),
                         TopicInfo {
                             name: Arc::from(topic),
-                            binding,
-                            digest,
                             partitions: HashMap::new(),
                         },
                     );
@@ -642,8 +633,7 @@ fn poll_loop(
                         msg.timestamp().to_millis(),
                         metrics.record_latency.clone(),
                     ),
-                    binding: info.binding.clone(),
-                    digest: info.digest.clone(),
+                    plugin: std::sync::OnceLock::new(),
                     topic: info.name.clone(),
                     partition,
                     offset: msg.offset(),

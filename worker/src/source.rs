@@ -144,6 +144,7 @@ impl ConsumerContext for SourceContext {
 /// Creates the consumer and subscribes it to every binding's topics.
 pub fn consumer(
     config: &WorkerConfig,
+    subscriptions: &[String],
     context: SourceContext,
 ) -> Result<BaseConsumer<SourceContext>, WorkerError> {
     let k = &config.kafka;
@@ -166,9 +167,10 @@ pub fn consumer(
         c.set(key, v);
     }
     let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
-    let subscriptions: Vec<String> = config.bindings.iter().map(|b| b.topics.subscription()).collect();
     let refs: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
-    consumer.subscribe(&refs)?;
+    if !refs.is_empty() {
+        consumer.subscribe(&refs)?;
+    }
     tracing::info!(group = %k.group_id, topics = ?subscriptions, "subscribed");
     Ok(consumer)
 }

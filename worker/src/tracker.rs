@@ -24,6 +24,14 @@ struct State {
     end: Option<i64>,
     /// The committable offset last handed out by `take_committable`.
     stored: Option<i64>,
+    /// The lowest record given up without being written (its binding was removed): the committable offset
+    /// never passes it, so the records stay where they were for whoever consumes them next.
+    abandoned: Option<i64>,
+}
+
+fn committable(s: &State) -> Option<i64> {
+    let c = s.pending.first().copied().or(s.end)?;
+    Some(s.abandoned.map_or(c, |a| a.min(c)))
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
@@ -52,6 +60,14 @@ impl PartitionTracker {
         lock(&self.state).pending.remove(&offset);
     }
 
+    /// Gives a record up: it leaves the in-flight set (a drain does not wait for it) but the committable
+    /// offset stops before it.
+    pub fn abandon(&self, offset: i64) {
+        let mut s = lock(&self.state);
+        s.pending.remove(&offset);
+        s.abandoned = Some(s.abandoned.map_or(offset, |a| a.min(offset)));
+    }
+
     /// Records taken and not finished.
     pub fn in_flight(&self) -> usize {
         lock(&self.state).pending.len()
@@ -60,14 +76,13 @@ impl PartitionTracker {
     /// The offset to commit (the next one to consume): the first unfinished record, or one past the last
     /// record taken when all are finished. `None` before the first record.
     pub fn committable(&self) -> Option<i64> {
-        let s = lock(&self.state);
-        s.pending.first().copied().or(s.end)
+        committable(&lock(&self.state))
     }
 
     /// The committable offset if it moved since the last call.
     pub fn take_committable(&self) -> Option<i64> {
         let mut s = lock(&self.state);
-        let c = s.pending.first().copied().or(s.end)?;
+        let c = committable(&s)?;
         if s.stored == Some(c) {
             return None;
         }
@@ -174,6 +189,19 @@ mod tests {
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.take_committable(), Some(13));
         assert_eq!(t.take_committable(), None, "only when it moves");
+    }
+
+    #[test]
+    fn abandoned_records_hold_the_offset_back_without_blocking_a_drain() {
+        let t = PartitionTracker::new("t", 0);
+        let a = Completion::new(t.clone(), 5);
+        let _b = Completion::new(t.clone(), 6);
+        let c = Completion::new(t.clone(), 7);
+        a.done();
+        t.abandon(6);
+        c.done();
+        assert_eq!(t.in_flight(), 0, "nothing to wait for");
+        assert_eq!(t.committable(), Some(6), "but 6 and later stay uncommitted");
     }
 
     #[test]
