@@ -107,3 +107,66 @@ fn bad_references_and_missing_plugins_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("unreachable"), "{}", text(&out.stderr));
 }
+
+#[test]
+fn bindings_check_pulls_compiles_and_smoke_tests_every_binding() {
+    let cache = tempfile::tempdir().unwrap();
+    let repo = format!(
+        "cli/check-{}-{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos()
+    );
+    let reference = format!("{}/{repo}:v1", registry());
+    let out = millrace(
+        &["plugin", "push", &dist("seed_router"), &reference, "--insecure"],
+        cache.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digest = text(&out.stdout);
+    let file = cache.path().join("bindings.toml");
+    let good = format!(
+        "[[bindings]]\nname = \"good\"\ntopic = \"t1\"\nplugin = \"{}/{repo}@{digest}\"\nsmoke = ['{{\"type\":\"metric\",\"source\":\"s\",\"value\":1}}']\n",
+        registry()
+    );
+    std::fs::write(&file, &good).unwrap();
+    let insecure = registry();
+    let args = [
+        "bindings",
+        "check",
+        file.to_str().unwrap(),
+        "--insecure-registry",
+        insecure.as_str(),
+    ];
+    let out = millrace(&args, cache.path());
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("ok      good"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A smoke sample the plugin rejects, and a reference that does not exist: both refused.
+    let bad = format!(
+        "{good}\n[[bindings]]\nname = \"picky\"\ntopic = \"t2\"\nplugin = \"{}/{repo}@{digest}\"\nsmoke = ['{{\"type\":\"trace\"}}']\n\n[[bindings]]\nname = \"missing\"\ntopic = \"t3\"\nplugin = \"{}/{repo}:nope\"\n",
+        registry(),
+        registry()
+    );
+    std::fs::write(&file, bad).unwrap();
+    let out = millrace(&args, cache.path());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("REFUSED picky") && stdout.contains("rejected"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("REFUSED missing") && stdout.contains("not found"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("3 binding(s), 2 refused"), "{stdout}");
+}

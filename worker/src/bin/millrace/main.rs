@@ -31,9 +31,27 @@ enum Command {
     /// Work with configuration files.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Work with bindings files.
+    #[command(subcommand)]
+    Bindings(BindingsCommand),
     /// Work with plugins: try one on sample records, inspect a module, measure its throughput.
     #[command(subcommand)]
     Plugin(plugin_cmd::PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum BindingsCommand {
+    /// Validate a bindings file offline: parse it, pull, verify and compile every plugin, run the smoke
+    /// samples. Exits 1 when any binding would be refused (for the CI of plugin and binding repositories).
+    Check {
+        file: std::path::PathBuf,
+        /// A worker configuration to take the registry settings (cache, credentials, insecure registries) from.
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+        /// Registries (host:port) spoken to over plain HTTP (when no --config).
+        #[arg(long = "insecure-registry")]
+        insecure: Vec<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +71,11 @@ fn main() -> std::process::ExitCode {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Worker { config } => worker(&config),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Bindings(BindingsCommand::Check {
+            file,
+            config,
+            insecure,
+        }) => bindings_check(&file, config.as_deref(), insecure),
     };
     match result {
         Ok(code) => code,
@@ -68,6 +91,61 @@ fn config_check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode
     println!("{}", config.redacted());
     eprintln!("{}: valid", file.display());
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+fn bindings_check(
+    file: &std::path::Path,
+    config: Option<&std::path::Path>,
+    insecure: Vec<String>,
+) -> anyhow::Result<std::process::ExitCode> {
+    use millrace_plugin_registry::{PluginRef, PluginStore, RegistryConfig, RegistryMetrics};
+    let bindings = millrace_worker::config::load_bindings_file(file)?;
+    let registry = match config {
+        Some(c) => millrace_worker::WorkerConfig::load(c)?.registry,
+        None => {
+            let mut r = RegistryConfig::new(std::env::temp_dir().join("millrace-bindings-check"));
+            r.insecure_registries = insecure;
+            r
+        }
+    };
+    let runtime = millrace_runtime::Runtime::new(millrace_runtime::EngineConfig {
+        max_instances: 8,
+        ..Default::default()
+    })?;
+    let store = PluginStore::new(registry, runtime, RegistryMetrics::unregistered())?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut failed = 0;
+    for b in &bindings {
+        let result = rt.block_on(async {
+            let reference = PluginRef::parse(&b.plugin)?;
+            let loaded = store.load(&reference).await?;
+            millrace_worker::bindings::smoke_check(b, &loaded.plugin)
+                .map_err(|m| anyhow::anyhow!("smoke check: {m}"))?;
+            anyhow::Ok(loaded)
+        });
+        match result {
+            Ok(l) => println!(
+                "ok      {:<24} {} -> {} ({}, {} smoke sample(s))",
+                b.name,
+                b.plugin,
+                l.manifest_digest,
+                l.plugin.contract(),
+                b.smoke.len()
+            ),
+            Err(e) => {
+                failed += 1;
+                println!("REFUSED {:<24} {}: {e:#}", b.name, b.plugin);
+            }
+        }
+    }
+    println!("{} binding(s), {failed} refused", bindings.len());
+    Ok(if failed > 0 {
+        std::process::ExitCode::from(1)
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 fn worker(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {

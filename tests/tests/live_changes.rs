@@ -1,0 +1,542 @@
+//! Live changes without a restart, against the real broker, registry and stores, under load: a new plugin
+//! version rolled out mid-stream, broken versions refused, a client topic and binding added, a binding removed.
+//! Exact accounting per record id throughout.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use millrace_tests::e2e::{committed, create_db, dead_letters, influx_ids, produce};
+use millrace_tests::{addr, eventually, free_port, http_url, oras_push, repo_root, unique};
+use serde_json::{Value, json};
+
+fn dist(name: &str) -> PathBuf {
+    let p = repo_root().join(format!("plugins/dist/{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} missing: build the example plugins with `make plugins`",
+        p.display()
+    );
+    p
+}
+
+struct Live {
+    uid: String,
+    db: String,
+    group: String,
+    dlq: String,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Live {
+    async fn new() -> Result<Self> {
+        let uid = unique("live").replace('-', "");
+        let db = format!("db_{uid}");
+        create_db(&db).await?;
+        Ok(Self {
+            group: format!("group-{uid}"),
+            dlq: format!("dlq-{uid}"),
+            db,
+            uid,
+            dir: tempfile::tempdir()?,
+            port: free_port(),
+        })
+    }
+
+    fn bindings_path(&self) -> PathBuf {
+        self.dir.path().join("bindings.toml")
+    }
+
+    /// Replaces the bindings file the way a ConfigMap update does: a new file renamed over the old one.
+    fn write_bindings(&self, text: &str) {
+        let tmp = self.dir.path().join("bindings.toml.new");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.bindings_path()).unwrap();
+    }
+
+    fn config(&self) -> String {
+        let registry = addr("registry");
+        format!(
+            r#"
+            bindings_file = "{bindings}"
+            [reload]
+            interval = "300ms"
+            [kafka]
+            brokers = "{kafka}"
+            group_id = "{group}"
+            session_timeout = "6s"
+            [sinks.influxdb]
+            url = "{influx}"
+            database = "{db}"
+            [sinks.elasticsearch]
+            urls = ["{es}"]
+            [dead_letter]
+            topic = "{dlq}"
+            [metrics]
+            address = "127.0.0.1:{port}"
+            [registry]
+            cache_dir = "{cache}"
+            insecure = ["{registry}"]
+            [batching]
+            linger = "50ms"
+            "#,
+            bindings = self.bindings_path().display(),
+            kafka = addr("kafka"),
+            group = self.group,
+            influx = http_url("influxdb"),
+            db = self.db,
+            es = http_url("elasticsearch"),
+            dlq = self.dlq,
+            port = self.port,
+            cache = self.dir.path().join("cache").display(),
+        )
+    }
+
+    fn start(
+        &self,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), millrace_worker::WorkerError>>,
+    ) {
+        let config = millrace_worker::WorkerConfig::from_toml(&self.config()).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let h = tokio::spawn(millrace_worker::pipeline::run(config, async move {
+            let _ = rx.await;
+        }));
+        (tx, h)
+    }
+
+    async fn metrics(&self) -> String {
+        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the binding runs the plugin with this manifest digest; returns how long that took.
+    async fn wait_active(&self, binding: &str, digest: &str) -> Duration {
+        let start = Instant::now();
+        let needle = format!("millrace_plugin_info{{binding=\"{binding}\",digest=\"{digest}\"}} 1");
+        eventually(
+            Duration::from_secs(60),
+            &format!("{binding} to run {digest}"),
+            || async { self.metrics().await.contains(&needle).then_some(()) },
+        )
+        .await;
+        start.elapsed()
+    }
+}
+
+fn binding(name: &str, topic: &str, plugin: &str, extra: &str) -> String {
+    format!(
+        r#"
+[[bindings]]
+name = "{name}"
+topic = "{topic}"
+plugin = "{plugin}"
+allowed_measurements = ["env_", "kafka_records"]
+allowed_indices = ["*"]
+smoke = ['{{"type":"metric","source":"smoke","value":1}}']
+{extra}
+"#
+    )
+}
+
+fn metric(id: u64) -> (String, Vec<u8>) {
+    (
+        format!("k{id}"),
+        json!({"type": "metric", "source": format!("r{id}"), "value": id, "rid": id})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// Record ids in the envelope documents of an index (c-envelope embeds the record value).
+async fn envelope_ids(index: &str) -> Result<BTreeSet<u64>> {
+    let r = reqwest::Client::new()
+        .post(format!("{}/{index}/_search", http_url("elasticsearch")))
+        .header("Content-Type", "application/json")
+        .body(json!({"size": 10000, "query": {"match_all": {}}}).to_string())
+        .send()
+        .await?;
+    if !r.status().is_success() {
+        return Ok(BTreeSet::new());
+    }
+    let v: Value = r.json().await?;
+    Ok(v["hits"]["hits"]
+        .as_array()
+        .map(|h| {
+            h.iter()
+                .filter_map(|d| d["_source"]["value"]["rid"].as_u64())
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// An always-trapping ABI v1 module: valid, compiles, fails every record.
+fn trapping_module(dir: &Path) -> PathBuf {
+    let wasm = wat::parse_str(
+        r#"(module
+            (memory (export "memory") 1)
+            (func (export "millrace_abi_version") (result i32) i32.const 1)
+            (func (export "millrace_input") (param i32) (result i32) i32.const 1024)
+            (func (export "millrace_process") (param i32 i32) (result i32) unreachable))"#,
+    )
+    .unwrap();
+    let p = dir.join("trap.wasm");
+    std::fs::write(&p, wasm).unwrap();
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() -> Result<()> {
+    let live = Live::new().await?;
+    let registry = addr("registry");
+    let repo = format!("{registry}/live/{}", live.uid);
+    let v1 = oras_push(
+        &format!("{repo}:v1"),
+        &dist("seed_router"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let v2 = oras_push(
+        &format!("{repo}:v2"),
+        &dist("c_envelope"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let topic = format!("client-{}", live.uid);
+    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    let (stop, worker) = live.start();
+
+    // Phase 1 under v1.
+    produce(&topic, &(0..500).map(metric).collect::<Vec<_>>()).await?;
+    eventually(Duration::from_secs(60), "phase 1 under v1", || {
+        let db = live.db.clone();
+        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 500) }
+    })
+    .await;
+    // Load continues while the binding changes to v2 (cold: v2 is not in the cache).
+    let producer = {
+        let topic = topic.clone();
+        tokio::spawn(async move {
+            for chunk in 0..10u64 {
+                produce(
+                    &topic,
+                    &(500 + chunk * 50..500 + chunk * 50 + 50)
+                        .map(metric)
+                        .collect::<Vec<_>>(),
+                )
+                .await?;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            anyhow::Ok(())
+        })
+    };
+    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v2}"), ""));
+    let cold = live.wait_active("acme", &v2).await;
+    producer.await??;
+    // Phase 2, after the switch: v2 only.
+    produce(&topic, &(1000..1500).map(metric).collect::<Vec<_>>()).await?;
+
+    // Broken v3s: not wasm at all, and a module that traps on every record. Both refused; v2 keeps running.
+    let dir = tempfile::tempdir()?;
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, "this is not a WebAssembly module")?;
+    let not_wasm = oras_push(&format!("{repo}:v3"), &junk, Some("application/wasm"), None)?;
+    let traps = oras_push(
+        &format!("{repo}:v3t"),
+        &trapping_module(dir.path()),
+        Some("application/wasm"),
+        None,
+    )?;
+    for broken in [&not_wasm, &traps] {
+        let refused_before = refused(&live).await;
+        live.write_bindings(&binding("acme", &topic, &format!("{repo}@{broken}"), ""));
+        eventually(
+            Duration::from_secs(30),
+            "the broken version to be refused",
+            || async { (refused(&live).await > refused_before).then_some(()) },
+        )
+        .await;
+    }
+    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", live.port))
+        .await?
+        .status()
+        .as_u16();
+    assert_eq!(ready, 200, "still ready after refused rollouts");
+    assert!(live.metrics().await.contains(&format!(
+        "millrace_plugin_info{{binding=\"acme\",digest=\"{v2}\"}} 1"
+    )));
+    // Phase 3 with a broken version in the file: still v2.
+    produce(&topic, &(1500..2000).map(metric).collect::<Vec<_>>()).await?;
+
+    // Every record processed by exactly one version, nothing lost.
+    let index = format!("envelope-{topic}");
+    let (by_v1, by_v2) = eventually(
+        Duration::from_secs(90),
+        "all 2000 records in one store or the other",
+        || {
+            let (db, index) = (live.db.clone(), index.clone());
+            async move {
+                let v1 = influx_ids(&db).await.ok()?;
+                let v2 = envelope_ids(&index).await.ok()?;
+                (v1.len() + v2.len() >= 2000).then_some((v1, v2))
+            }
+        },
+    )
+    .await;
+    assert!(by_v1.is_disjoint(&by_v2), "a record processed by both versions");
+    let all: BTreeSet<u64> = by_v1.union(&by_v2).copied().collect();
+    assert_eq!(all, (0..2000).collect::<BTreeSet<u64>>(), "lost records");
+    assert!((0..500).all(|id| by_v1.contains(&id)), "phase 1 ran on v1");
+    assert!(
+        (1000..2000).all(|id| by_v2.contains(&id)),
+        "after the switch, v2's outputs"
+    );
+    let dead = dead_letters(&live.dlq, 1).await?;
+    assert!(
+        dead.is_empty(),
+        "nothing dead-lettered because of the rollouts: {dead:?}"
+    );
+
+    // Back to v1: warm (in memory).
+    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    let warm = live.wait_active("acme", &v1).await;
+    eprintln!("time from binding change to active: cold {cold:?}, warm {warm:?}");
+    stop.send(()).ok();
+    worker.await??;
+    assert_eq!(committed(&live.group, &[&topic])?.get(&topic), Some(&2000));
+    Ok(())
+}
+
+async fn refused(live: &Live) -> u64 {
+    live.metrics()
+        .await
+        .lines()
+        .filter(|l| l.starts_with("millrace_reloads_total{") && l.contains("result=\"refused\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bindings_added_and_removed_take_effect_without_a_restart() -> Result<()> {
+    let live = Live::new().await?;
+    let registry = addr("registry");
+    let repo = format!("{registry}/live/{}", live.uid);
+    let v1 = oras_push(
+        &format!("{repo}:v1"),
+        &dist("seed_router"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let first = format!("client-{}-a", live.uid);
+    let second = format!("client-{}-b", live.uid);
+    let plugin = format!("{repo}@{v1}");
+    live.write_bindings(&binding("a", &first, &plugin, ""));
+    let (stop, worker) = live.start();
+    produce(&first, &(0..300).map(metric).collect::<Vec<_>>()).await?;
+    eventually(Duration::from_secs(60), "the first client's records", || {
+        let db = live.db.clone();
+        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 300) }
+    })
+    .await;
+
+    // A new client: its topic and binding appear while the worker runs.
+    produce(&second, &(10_000..10_300).map(metric).collect::<Vec<_>>()).await?;
+    live.write_bindings(&(binding("a", &first, &plugin, "") + &binding("b", &second, &plugin, "")));
+    let ids = eventually(Duration::from_secs(90), "the new client's records", || {
+        let db = live.db.clone();
+        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 600) }
+    })
+    .await;
+    assert!((10_000..10_300).all(|id| ids.contains(&id)));
+
+    // Remove the first client's binding: its new records are not processed and its offsets stay.
+    let before = committed(&live.group, &[&first])?.get(&first).copied();
+    assert_eq!(before, Some(300));
+    live.write_bindings(&binding("b", &second, &plugin, ""));
+    eventually(Duration::from_secs(30), "binding a to be gone", || async {
+        (!live
+            .metrics()
+            .await
+            .contains("millrace_plugin_info{binding=\"a\""))
+        .then_some(())
+    })
+    .await;
+    produce(&first, &(300..400).map(metric).collect::<Vec<_>>()).await?;
+    produce(&second, &(10_300..10_400).map(metric).collect::<Vec<_>>()).await?;
+    let ids = eventually(
+        Duration::from_secs(60),
+        "the remaining client's new records",
+        || {
+            let db = live.db.clone();
+            async move {
+                influx_ids(&db)
+                    .await
+                    .ok()
+                    .filter(|ids| (10_300..10_400).all(|id| ids.contains(&id)))
+            }
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ids_later = influx_ids(&live.db).await?;
+    assert!(
+        (300..400).all(|id| !ids.contains(&id) && !ids_later.contains(&id)),
+        "removed binding still processed"
+    );
+    stop.send(()).ok();
+    worker.await??;
+    assert_eq!(
+        committed(&live.group, &[&first])?.get(&first),
+        Some(&300),
+        "offsets of the removed binding stayed"
+    );
+    assert_eq!(committed(&live.group, &[&second])?.get(&second), Some(&400));
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_bindings_file_is_refused_and_the_last_good_one_stays() -> Result<()> {
+    let live = Live::new().await?;
+    let registry = addr("registry");
+    let repo = format!("{registry}/live/{}", live.uid);
+    let v1 = oras_push(
+        &format!("{repo}:v1"),
+        &dist("seed_router"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let topic = format!("client-{}", live.uid);
+    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    let (stop, worker) = live.start();
+    live.wait_active("acme", &v1).await;
+    live.write_bindings("[[bindings]]\nname = \"acme\"\ntopic = ");
+    eventually(
+        Duration::from_secs(30),
+        "the malformed file to be refused",
+        || async {
+            live.metrics()
+                .await
+                .contains("millrace_reloads_total{reason=\"invalid_bindings\",result=\"refused\"} 1")
+                .then_some(())
+        },
+    )
+    .await;
+    produce(&topic, &(0..200).map(metric).collect::<Vec<_>>()).await?;
+    let ids = eventually(
+        Duration::from_secs(60),
+        "records under the last good bindings",
+        || {
+            let db = live.db.clone();
+            async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 200) }
+        },
+    )
+    .await;
+    assert_eq!(ids, (0..200).collect::<BTreeSet<u64>>());
+    stop.send(()).ok();
+    worker.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_regex_binding_picks_up_a_client_topic_created_while_running() -> Result<()> {
+    let live = Live::new().await?;
+    let registry = addr("registry");
+    let repo = format!("{registry}/live/{}", live.uid);
+    let v1 = oras_push(
+        &format!("{repo}:v1"),
+        &dist("seed_router"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let existing = format!("tenant-{}-one", live.uid);
+    produce(&existing, &(0..50).map(metric).collect::<Vec<_>>()).await?;
+    live.write_bindings(&format!(
+        r#"
+[[bindings]]
+name = "tenants"
+topic_regex = "tenant-{uid}-.*"
+plugin = "{repo}@{v1}"
+allowed_measurements = ["env_"]
+"#,
+        uid = live.uid
+    ));
+    let (stop, worker) = live.start();
+    eventually(Duration::from_secs(60), "the existing tenant's records", || {
+        let db = live.db.clone();
+        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 50) }
+    })
+    .await;
+    let created = format!("tenant-{}-two", live.uid);
+    produce(&created, &(100..150).map(metric).collect::<Vec<_>>()).await?;
+    let ids = eventually(
+        Duration::from_secs(90),
+        "the new tenant topic's records, without a restart",
+        || {
+            let db = live.db.clone();
+            async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 100) }
+        },
+    )
+    .await;
+    assert!((100..150).all(|id| ids.contains(&id)));
+    stop.send(()).ok();
+    worker.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sighup_applies_a_binding_change_at_once() -> Result<()> {
+    let live = Live::new().await?;
+    let registry = addr("registry");
+    let repo = format!("{registry}/live/{}", live.uid);
+    let v1 = oras_push(
+        &format!("{repo}:v1"),
+        &dist("seed_router"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let v2 = oras_push(
+        &format!("{repo}:v2"),
+        &dist("seed_compat"),
+        Some("application/wasm"),
+        None,
+    )?;
+    let topic = format!("client-{}", live.uid);
+    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    // A worker process that only looks at its bindings every hour, unless told.
+    let file = live.dir.path().join("worker.toml");
+    std::fs::write(
+        &file,
+        live.config().replace("interval = \"300ms\"", "interval = \"1h\""),
+    )?;
+    let bin = std::env::var_os("MILLRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/millrace"));
+    let mut child = std::process::Command::new(bin)
+        .args(["worker", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    live.wait_active("acme", &v1).await;
+    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v2}"), ""));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!live.metrics().await.contains(&v2), "not applied before SIGHUP");
+    std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()?;
+    let took = live.wait_active("acme", &v2).await;
+    eprintln!("SIGHUP to active: {took:?}");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()?;
+    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    assert!(status.success());
+    Ok(())
+}
