@@ -540,3 +540,28 @@ async fn sighup_applies_a_binding_change_at_once() -> Result<()> {
     assert!(status.success());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_moved_to_a_new_digest_rolls_out_under_the_always_policy() -> Result<()> {
+    let live = Live::new().await?;
+    let registry = addr("registry");
+    let tag = format!("{registry}/live/{}:stable", live.uid);
+    let v1 = oras_push(&tag, &dist("seed_router"), Some("application/wasm"), None)?;
+    let topic = format!("client-{}", live.uid);
+    live.write_bindings(&binding("acme", &topic, &tag, ""));
+    let config = live
+        .config()
+        .replace("[registry]", "[registry]\npull_policy = \"always\"");
+    let config = millrace_worker::WorkerConfig::from_toml(&config)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
+        let _ = rx.await;
+    }));
+    live.wait_active("acme", &v1).await;
+    let v2 = oras_push(&tag, &dist("seed_compat"), Some("application/wasm"), None)?;
+    let took = live.wait_active("acme", &v2).await;
+    eprintln!("tag move to active: {took:?}");
+    tx.send(()).ok();
+    worker.await??;
+    Ok(())
+}
