@@ -7,7 +7,7 @@ CARGO ?= cargo
 STACK := scripts/stack/stack.sh
 
 .PHONY: help setup toolchain stack-install stack-up stack-status stack-down stack-env \
-        build plugins fmt lint test test-unit test-plugins demo bench clean
+        build plugins fmt lint test test-unit test-plugins chart-test demo bench clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ lint: toolchain ## rustfmt --check and clippy -D warnings on host and guest work
 
 test: ## all tests against real servers (installs, starts and stops the stack)
 	@scripts/test.sh
+
+chart-test: stack-install build ## lint, render and validate the Helm chart
+	@.venv/bin/python scripts/test-chart.py
 
 demo: ## the main job end to end on loopback
 	@scripts/demo.sh

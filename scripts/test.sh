@@ -50,3 +50,5 @@ step "guest SDK and plugin logic, natively on the host"
 (cd plugins && cargo test --workspace)
 step "host unit and end-to-end tests"
 cargo test --workspace
+step "Helm chart: lint, render, kubernetes-validate --strict, invariants"
+"${MILLRACE_VENV:-.venv}/bin/python" scripts/test-chart.py

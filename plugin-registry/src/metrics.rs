@@ -81,6 +81,18 @@ impl RegistryMetrics {
         registry.register(Box::new(m.cache_misses.clone()))?;
         registry.register(Box::new(m.verification_failures.clone()))?;
         registry.register(Box::new(m.compilations.clone()))?;
+        // Every series exists from the start (at zero), for rates, alerts and dashboards.
+        for layer in ["memory", "compiled", "module", "manifest", "tag"] {
+            m.cache_hits.with_label_values(&[layer]);
+            m.cache_misses.with_label_values(&[layer]);
+        }
+        for what in ["manifest", "module", "cache"] {
+            m.verification_failures.with_label_values(&[what]);
+        }
+        for result in ["ok", "error"] {
+            m.compilations.with_label_values(&[result]);
+        }
+        m.pulls.with_label_values(&["ok"]);
         Ok(m)
     }
 

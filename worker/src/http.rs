@@ -61,7 +61,9 @@ async fn healthz() -> &'static str {
 
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
-    if !s.readiness.joined.load(Ordering::Acquire) {
+    // A worker without bindings has nothing to join; it is ready to receive some.
+    let idle = s.readiness.table.snapshot().is_empty();
+    if !idle && !s.readiness.joined.load(Ordering::Acquire) {
         problems.push("not yet in the consumer group".to_string());
     }
     for (name, ping) in &s.readiness.stores {

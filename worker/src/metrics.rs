@@ -7,6 +7,22 @@ use prometheus::{
     exponential_buckets,
 };
 
+/// Error kinds a dead letter can have (the `kind` label and the `millrace.error.kind` header).
+pub const DEAD_LETTER_KINDS: &[&str] = &[
+    "invalid_input",
+    "out_of_fuel",
+    "timeout",
+    "memory_limit",
+    "trap",
+    "abi_violation",
+    "output_limit",
+    "invalid_output",
+    "exit",
+    "instantiate",
+    "output_not_allowed",
+    "store_rejected",
+];
+
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -177,6 +193,26 @@ impl Metrics {
         registry.register(Box::new(m.assigned_partitions.clone()))?;
         registry.register(Box::new(m.record_latency.clone()))?;
         Ok(m)
+    }
+
+    /// Creates the label sets known up front, so that every series exists (at zero) from the start: rates and
+    /// alerts work before the first event, and dashboards find every metric.
+    pub fn initialize(&self, sinks: &[&str]) {
+        for kind in DEAD_LETTER_KINDS {
+            self.dead_letters.with_label_values(&[kind]);
+        }
+        for sink in sinks {
+            for result in ["ok", "rejected"] {
+                self.sink_items.with_label_values(&[sink, result]);
+            }
+            self.sink_retries.with_label_values(&[sink]);
+            self.sink_up.with_label_values(&[sink]).set(1);
+        }
+        self.reloads.with_label_values(&["applied", "changed"]);
+        self.reloads.with_label_values(&["refused", "invalid_bindings"]);
+        for kind in ["assign", "revoke"] {
+            self.rebalances.with_label_values(&[kind]);
+        }
     }
 
     /// The text exposition of every metric.

@@ -92,7 +92,7 @@ struct BindingMetrics {
 
 impl BindingMetrics {
     fn new(m: &Metrics, name: &str, digest: &str) -> Self {
-        Self {
+        let this = Self {
             records_in: m.records_in.with_label_values(&[name]),
             accepted: m.records_processed.with_label_values(&[name, "accepted"]),
             rejected: m.records_processed.with_label_values(&[name, "rejected"]),
@@ -102,7 +102,19 @@ impl BindingMetrics {
             duration: m.plugin_duration.with_label_values(&[name]),
             fuel: m.plugin_fuel.with_label_values(&[name]),
             logs_dropped: m.plugin_logs_dropped.with_label_values(&[name]),
+        };
+        for kind in [
+            "out_of_fuel",
+            "timeout",
+            "memory_limit",
+            "trap",
+            "abi_violation",
+            "output_limit",
+            "invalid_output",
+        ] {
+            m.plugin_errors.with_label_values(&[name, kind]);
         }
+        this
     }
 }
 
@@ -337,6 +349,7 @@ fn forward_log(binding: &str, rec: &InFlight, l: &millrace_runtime::LogLine) {
 #[derive(Clone, Debug)]
 pub struct Readiness {
     pub joined: Arc<AtomicBool>,
+    pub table: Arc<BindingTable>,
     pub stores: Vec<(&'static str, crate::http::Pinger)>,
 }
 
@@ -424,11 +437,14 @@ pub async fn run(
         documents = Some(tx);
     }
     let routes = Routes { points, documents };
+    let sink_names: Vec<&str> = stores.iter().map(|(n, _)| *n).collect();
+    metrics.initialize(&sink_names);
 
     // Observability endpoints.
     let joined = Arc::new(AtomicBool::new(false));
     let readiness = Readiness {
         joined: joined.clone(),
+        table: table.clone(),
         stores,
     };
     let http = crate::http::serve(config.metrics_address, metrics.clone(), readiness).await?;
