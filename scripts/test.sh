@@ -50,5 +50,9 @@ step "guest SDK and plugin logic, natively on the host"
 (cd plugins && cargo test --workspace)
 step "host unit and end-to-end tests"
 cargo test --workspace
+if docker info >/dev/null 2>&1; then
+    step "container image (a Docker engine is present)"
+    docker build -t millrace:test .
+fi
 step "Helm chart: lint, render, kubernetes-validate --strict, invariants"
 "${MILLRACE_VENV:-.venv}/bin/python" scripts/test-chart.py
