@@ -14,13 +14,34 @@ use serde_json::{Value, json};
 use crate::{addr, http_url, unique};
 
 pub async fn create_db(db: &str) -> Result<()> {
-    let r = reqwest::Client::new()
-        .post(format!("{}/query", http_url("influxdb")))
+    let client = reqwest::Client::new();
+    let url = format!("{}/query", http_url("influxdb"));
+    let r = client
+        .post(&url)
         .query(&[("q", format!("CREATE DATABASE \"{db}\""))])
         .send()
         .await?;
-    anyhow::ensure!(r.status().is_success());
-    Ok(())
+    let status = r.status();
+    let body = r.text().await?;
+    anyhow::ensure!(
+        status.is_success() && !body.contains("\"error\""),
+        "CREATE DATABASE {db}: {status} {body}"
+    );
+    // InfluxDB answers before every service sees the new database; wait until it is listed.
+    for _ in 0..100 {
+        let listed = client
+            .get(&url)
+            .query(&[("q", "SHOW DATABASES")])
+            .send()
+            .await?
+            .text()
+            .await?;
+        if listed.contains(&format!("[\"{db}\"]")) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("database {db} was created but is not listed by SHOW DATABASES")
 }
 
 pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
@@ -179,4 +200,20 @@ pub fn committed(group: &str, topics: &[&str]) -> Result<BTreeMap<String, i64>> 
         }
     }
     Ok(sums)
+}
+
+/// A worker running in this process, stopped by sending on (or dropping) the sender.
+pub type RunningWorker = (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), millrace_worker::WorkerError>>,
+);
+
+/// Starts a worker with a TOML configuration.
+pub fn start_worker(config_toml: &str) -> Result<RunningWorker> {
+    let config = millrace_worker::WorkerConfig::from_toml(config_toml)?;
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(millrace_worker::pipeline::run(config, async move {
+        let _ = rx.await;
+    }));
+    Ok((tx, handle))
 }

@@ -288,3 +288,14 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .unwrap_or(0)
 }
+
+/// An example plugin built by `make plugins` (`plugins/dist/<name>.wasm`).
+pub fn dist(name: &str) -> PathBuf {
+    let p = repo_root().join(format!("plugins/dist/{name}.wasm"));
+    assert!(
+        p.exists(),
+        "{} missing: build the example plugins with `make plugins`",
+        p.display()
+    );
+    p
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{create_db, influx_ids, produce};
+use millrace_tests::e2e::{create_db, influx_ids, produce, start_worker};
 use millrace_tests::{addr, eventually, free_port, http_url, oras_push, repo_root, unique};
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ async fn the_dashboard_and_alerts_use_only_exported_metrics() -> Result<()> {
     let topic = format!("client-{uid}");
     let port = free_port();
     let cache = tempfile::tempdir()?;
-    let config = millrace_worker::WorkerConfig::from_toml(&format!(
+    let (tx, worker) = start_worker(&format!(
         r#"
         [kafka]
         brokers = "{kafka}"
@@ -73,10 +73,6 @@ async fn the_dashboard_and_alerts_use_only_exported_metrics() -> Result<()> {
         es = http_url("elasticsearch"),
         cache = cache.path().display(),
     ))?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-        let _ = rx.await;
-    }));
     let mut records: Vec<_> = (0..20u64)
         .map(|id| {
             (

@@ -12,17 +12,7 @@ use millrace_plugin_registry::{
     Credentials, PluginRef, PluginStore, PullPolicy, RegistryConfig, RegistryError, RegistryMetrics, Source,
 };
 use millrace_runtime::{EngineConfig, Limits, Output, Record, Runtime, Verdict};
-use millrace_tests::{PrivateRegistry, addr, oras_push, repo_root, unique, venv_python};
-
-fn dist(name: &str) -> PathBuf {
-    let p = repo_root().join(format!("plugins/dist/{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} missing: build the example plugins with `make plugins`",
-        p.display()
-    );
-    p
-}
+use millrace_tests::{PrivateRegistry, addr, dist, oras_push, unique, venv_python};
 
 fn runtime() -> Runtime {
     Runtime::new(EngineConfig {

@@ -5,23 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, create_db, dead_letters, es_docs, influx_ids, produce};
-use millrace_tests::{addr, eventually, http_url, oras_push, repo_root, unique};
+use millrace_tests::e2e::{committed, create_db, dead_letters, es_docs, influx_ids, produce, start_worker};
+use millrace_tests::{addr, dist, eventually, http_url, oras_push, unique};
 use serde_json::{Value, json};
-
-fn dist(name: &str) -> PathBuf {
-    let p = repo_root().join(format!("plugins/dist/{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} missing: build the example plugins with `make plugins`",
-        p.display()
-    );
-    p
-}
 
 /// Everything one test needs, with names no other test uses.
 struct Scenario {
@@ -176,11 +165,7 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
     produce(&s.topic_seed, &seed).await?;
 
     let cache = tempfile::tempdir()?;
-    let config = millrace_worker::WorkerConfig::from_toml(&s.config(&router, &compat, cache.path()))?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, worker) = start_worker(&s.config(&router, &compat, cache.path()))?;
 
     let points = eventually(Duration::from_secs(90), "all points in InfluxDB", || {
         let db = s.db.clone();
@@ -343,11 +328,7 @@ async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_
         ));
     }
     produce(&s.topic_v1, &records).await?;
-    let config = millrace_worker::WorkerConfig::from_toml(&text)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, worker) = start_worker(&text)?;
     let dead = dead_letters(&s.dlq, expect_dead.len()).await?;
     let kinds: BTreeMap<u64, &str> = dead.iter().map(|(id, (k, ..))| (*id, k.as_str())).collect();
     assert_eq!(kinds, expect_dead);
@@ -389,7 +370,8 @@ async fn outputs_a_store_refuses_are_dead_lettered_with_its_reason() -> Result<(
         .body("kafka_records,topic=seed bytes=1.5")
         .send()
         .await?;
-    assert_eq!(r.status().as_u16(), 204);
+    let status = r.status().as_u16();
+    assert_eq!(status, 204, "seeding the float field: {}", r.text().await?);
     let registry = addr("registry");
     let envelope = oras_push(
         &format!("{registry}/e2e/envelope:v1"),
@@ -437,11 +419,7 @@ async fn outputs_a_store_refuses_are_dead_lettered_with_its_reason() -> Result<(
         .map(|id| (format!("k{id}"), json!({"rid": id}).to_string().into_bytes()))
         .collect();
     produce(&s.topic_v1, &records).await?;
-    let config = millrace_worker::WorkerConfig::from_toml(&text)?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-        let _ = stop_rx.await;
-    }));
+    let (stop_tx, worker) = start_worker(&text)?;
     let dead = dead_letters(&s.dlq, 20).await?;
     assert_eq!(dead.len(), 20);
     assert!(

@@ -9,19 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, create_db, es_docs, influx_ids, produce};
-use millrace_tests::{TcpProxy, addr, eventually, free_port, http_url, oras_push, repo_root, unique};
+use millrace_tests::e2e::{committed, create_db, es_docs, influx_ids, produce, start_worker};
+use millrace_tests::{TcpProxy, addr, dist, eventually, free_port, http_url, oras_push, repo_root, unique};
 use serde_json::json;
-
-fn dist(name: &str) -> PathBuf {
-    let p = repo_root().join(format!("plugins/dist/{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} missing: build the example plugins with `make plugins`",
-        p.display()
-    );
-    p
-}
 
 struct Setup {
     uid: String,
@@ -112,20 +102,6 @@ fn log(uid: &str, id: u64) -> (String, Vec<u8>) {
     )
 }
 
-fn start(
-    text: &str,
-) -> (
-    tokio::sync::oneshot::Sender<()>,
-    tokio::task::JoinHandle<Result<(), millrace_worker::WorkerError>>,
-) {
-    let config = millrace_worker::WorkerConfig::from_toml(text).unwrap();
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-        let _ = rx.await;
-    }));
-    (tx, handle)
-}
-
 async fn metric_value(port: u16, name: &str) -> Option<f64> {
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -150,8 +126,8 @@ async fn workers_joining_and_leaving_mid_stream_lose_nothing() -> Result<()> {
             "[batching]\nlinger = \"50ms\"",
         )
     };
-    let (stop1, w1) = start(&text(free_port()));
-    let (stop2, w2) = start(&text(free_port()));
+    let (stop1, w1) = start_worker(&text(free_port()))?;
+    let (stop2, w2) = start_worker(&text(free_port()))?;
 
     // Records keep arriving while the group changes.
     let topic = s.topic.clone();
@@ -164,7 +140,7 @@ async fn workers_joining_and_leaving_mid_stream_lose_nothing() -> Result<()> {
         anyhow::Ok(())
     });
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let (stop3, w3) = start(&text(free_port())); // a third joins
+    let (stop3, w3) = start_worker(&text(free_port()))?; // a third joins
     tokio::time::sleep(Duration::from_secs(4)).await;
     stop1.send(()).ok(); // one leaves, gracefully
     w1.await??;
@@ -191,7 +167,7 @@ async fn a_store_down_for_20_seconds_pauses_consumption_and_loses_nothing() -> R
     let proxy = TcpProxy::start(&addr("elasticsearch")).await?;
     let port = free_port();
     let extra = "[batching]\nlinger = \"50ms\"\nmax_records = 50\nretry_max_backoff = \"1s\"\n[pipeline]\nmax_in_flight_per_partition = 40";
-    let (stop, worker) = start(&config(&s, &format!("http://{}", proxy.addr), port, extra));
+    let (stop, worker) = start_worker(&config(&s, &format!("http://{}", proxy.addr), port, extra))?;
     let index = format!("svc{}-logs-daily", s.uid);
 
     produce(&s.topic, &(0..200).map(|i| log(&s.uid, i)).collect::<Vec<_>>()).await?;

@@ -396,7 +396,7 @@ pub async fn run(
     let mut sink_tasks = Vec::new();
     let mut stores: Vec<(&'static str, crate::http::Pinger)> = Vec::new();
     if let Some(c) = &config.influxdb {
-        let s = Arc::new(sinks::InfluxV1Store::new(c));
+        let s = Arc::new(sinks::InfluxStore::v1(c));
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         stores.push(("influxdb", crate::http::pinger(s.clone())));
         sink_tasks.push(tokio::spawn(sinks::run(
@@ -408,7 +408,7 @@ pub async fn run(
         points.push(tx);
     }
     if let Some(c) = &config.influxdb_v2 {
-        let s = Arc::new(sinks::InfluxV2Store::new(c));
+        let s = Arc::new(sinks::InfluxStore::v2(c));
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         stores.push(("influxdb_v2", crate::http::pinger(s.clone())));
         sink_tasks.push(tokio::spawn(sinks::run(

@@ -130,14 +130,16 @@ fn client(timeout: std::time::Duration) -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// InfluxDB 1.x `/write`.
-pub struct InfluxV1Store {
+/// An InfluxDB write endpoint: 1.x `/write` or the 2.x write API `/api/v2/write`.
+pub struct InfluxStore {
+    name: &'static str,
     w: LineWriter,
     ping_url: String,
 }
 
-impl InfluxV1Store {
-    pub fn new(c: &InfluxV1Config) -> Self {
+impl InfluxStore {
+    /// InfluxDB 1.x `/write` (database, retention policy, basic credentials).
+    pub fn v1(c: &InfluxV1Config) -> Self {
         let mut query = vec![
             ("db".to_string(), c.database.clone()),
             ("precision".into(), "ns".into()),
@@ -150,6 +152,7 @@ impl InfluxV1Store {
             _ => None,
         };
         Self {
+            name: "influxdb",
             w: LineWriter {
                 client: client(c.timeout),
                 url: format!("{}/write", c.url),
@@ -161,41 +164,16 @@ impl InfluxV1Store {
             ping_url: format!("{}/ping", c.url),
         }
     }
-}
 
-impl Store for InfluxV1Store {
-    fn name(&self) -> &'static str {
-        "influxdb"
-    }
-
-    async fn write(&self, batch: &[&Payload]) -> Result<Vec<ItemResult>, WriteError> {
-        self.w.write(batch).await
-    }
-
-    async fn ping(&self) -> bool {
-        self.w
-            .client
-            .get(&self.ping_url)
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-    }
-}
-
-/// The InfluxDB 2.x write API `/api/v2/write`.
-pub struct InfluxV2Store {
-    w: LineWriter,
-    ping_url: String,
-}
-
-impl InfluxV2Store {
-    pub fn new(c: &InfluxV2Config) -> Self {
+    /// The InfluxDB 2.x write API `/api/v2/write` (org, bucket, token).
+    pub fn v2(c: &InfluxV2Config) -> Self {
         let query = vec![
             ("org".to_string(), c.org.clone()),
             ("bucket".into(), c.bucket.clone()),
             ("precision".into(), "ns".into()),
         ];
         Self {
+            name: "influxdb_v2",
             w: LineWriter {
                 client: client(c.timeout),
                 url: format!("{}/api/v2/write", c.url),
@@ -209,9 +187,9 @@ impl InfluxV2Store {
     }
 }
 
-impl Store for InfluxV2Store {
+impl Store for InfluxStore {
     fn name(&self) -> &'static str {
-        "influxdb_v2"
+        self.name
     }
 
     async fn write(&self, batch: &[&Payload]) -> Result<Vec<ItemResult>, WriteError> {
@@ -228,17 +206,10 @@ impl Store for InfluxV2Store {
     }
 }
 
-impl std::fmt::Debug for InfluxV1Store {
+impl std::fmt::Debug for InfluxStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InfluxV1Store")
-            .field("url", &self.w.url)
-            .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for InfluxV2Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("InfluxV2Store")
+        f.debug_struct("InfluxStore")
+            .field("name", &self.name)
             .field("url", &self.w.url)
             .finish_non_exhaustive()
     }

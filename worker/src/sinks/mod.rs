@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 pub use self::elasticsearch::ElasticsearchStore;
-pub use self::influx::{InfluxV1Store, InfluxV2Store};
+pub use self::influx::InfluxStore;
 use crate::config::BatchingConfig;
 use crate::metrics::Metrics;
 
