@@ -64,6 +64,22 @@ pub enum RegistryError {
 
 impl RegistryError {
     /// A short, stable name of the error's kind (metric label).
+    /// Every value [`RegistryError::kind`] returns (metric label values created at zero up front).
+    pub const KINDS: &'static [&'static str] = &[
+        "invalid_reference",
+        "unreachable",
+        "unauthorized",
+        "not_found",
+        "unsupported_artifact",
+        "digest_mismatch",
+        "too_large",
+        "not_cached",
+        "cache",
+        "credentials",
+        "plugin",
+        "protocol",
+    ];
+
     pub fn kind(&self) -> &'static str {
         match self {
             Self::InvalidReference { .. } => "invalid_reference",
@@ -98,5 +114,70 @@ impl RegistryError {
             path: path.display().to_string(),
             message: e.to_string(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_is_listed() {
+        let s = || String::from("x");
+        let all = [
+            RegistryError::InvalidReference {
+                reference: s(),
+                reason: s(),
+            },
+            RegistryError::Unreachable {
+                registry: s(),
+                message: s(),
+            },
+            RegistryError::Unauthorized {
+                registry: s(),
+                reference: s(),
+                message: s(),
+            },
+            RegistryError::NotFound {
+                reference: s(),
+                message: s(),
+            },
+            RegistryError::UnsupportedArtifact {
+                reference: s(),
+                detail: s(),
+            },
+            RegistryError::DigestMismatch {
+                what: s(),
+                expected: s(),
+                actual: s(),
+            },
+            RegistryError::TooLarge {
+                what: s(),
+                size: 2,
+                limit: 1,
+            },
+            RegistryError::NotCached {
+                reference: s(),
+                cause: s(),
+            },
+            RegistryError::Cache {
+                path: s(),
+                message: s(),
+            },
+            RegistryError::Credentials {
+                source_name: s(),
+                message: s(),
+            },
+            RegistryError::Plugin {
+                digest: s(),
+                error: PluginError::NotWasm { detail: s() },
+            },
+            RegistryError::Protocol {
+                registry: s(),
+                message: s(),
+            },
+        ];
+        let kinds: Vec<&str> = all.iter().map(RegistryError::kind).collect();
+        assert_eq!(kinds, RegistryError::KINDS);
     }
 }

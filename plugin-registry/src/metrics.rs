@@ -92,7 +92,9 @@ impl RegistryMetrics {
         for result in ["ok", "error"] {
             m.compilations.with_label_values(&[result]);
         }
-        m.pulls.with_label_values(&["ok"]);
+        for result in std::iter::once("ok").chain(crate::RegistryError::KINDS.iter().copied()) {
+            m.pulls.with_label_values(&[result]);
+        }
         Ok(m)
     }
 

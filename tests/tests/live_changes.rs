@@ -9,19 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, create_db, dead_letters, influx_ids, produce};
-use millrace_tests::{addr, eventually, free_port, http_url, oras_push, repo_root, unique};
+use millrace_tests::e2e::{committed, create_db, dead_letters, influx_ids, produce, start_worker};
+use millrace_tests::{addr, dist, eventually, free_port, http_url, oras_push, repo_root, unique};
 use serde_json::{Value, json};
-
-fn dist(name: &str) -> PathBuf {
-    let p = repo_root().join(format!("plugins/dist/{name}.wasm"));
-    assert!(
-        p.exists(),
-        "{} missing: build the example plugins with `make plugins`",
-        p.display()
-    );
-    p
-}
 
 struct Live {
     uid: String,
@@ -96,18 +86,8 @@ impl Live {
         )
     }
 
-    fn start(
-        &self,
-    ) -> (
-        tokio::sync::oneshot::Sender<()>,
-        tokio::task::JoinHandle<Result<(), millrace_worker::WorkerError>>,
-    ) {
-        let config = millrace_worker::WorkerConfig::from_toml(&self.config()).unwrap();
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let h = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-            let _ = rx.await;
-        }));
-        (tx, h)
+    fn start(&self) -> millrace_tests::e2e::RunningWorker {
+        start_worker(&self.config()).expect("worker config")
     }
 
     async fn metrics(&self) -> String {
@@ -264,6 +244,10 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
         )
         .await;
     }
+    // A broken version stays in the file: it is refused once, not again at every check (300 ms here).
+    let refusals = refused(&live).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(refused(&live).await, refusals, "a broken version is refused once");
     let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", live.port))
         .await?
         .status()
@@ -552,11 +536,7 @@ async fn a_tag_moved_to_a_new_digest_rolls_out_under_the_always_policy() -> Resu
     let config = live
         .config()
         .replace("[registry]", "[registry]\npull_policy = \"always\"");
-    let config = millrace_worker::WorkerConfig::from_toml(&config)?;
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = tokio::spawn(millrace_worker::pipeline::run(config, async move {
-        let _ = rx.await;
-    }));
+    let (tx, worker) = start_worker(&config)?;
     live.wait_active("acme", &v1).await;
     let v2 = oras_push(&tag, &dist("seed_compat"), Some("application/wasm"), None)?;
     let took = live.wait_active("acme", &v2).await;

@@ -126,6 +126,10 @@ pub struct Reloader {
     file: Option<PathBuf>,
     static_bindings: Vec<BindingConfig>,
     last_file: Option<Vec<u8>>,
+    /// Versions refused for a reason that a retry cannot fix (verification, compilation, ABI, smoke samples), by
+    /// binding: not tried again at every tick, only when the binding's configuration or digest changes, or on
+    /// SIGHUP. Failures a retry can fix (registry unreachable) are retried at every tick.
+    refused: HashMap<String, (BindingConfig, String)>,
 }
 
 /// Why a reload, or one binding of it, was refused.
@@ -183,6 +187,7 @@ impl Reloader {
             file,
             static_bindings,
             last_file,
+            refused: HashMap::new(),
         };
         r.publish_info(&[], &r.table.snapshot());
         Ok(r)
@@ -286,10 +291,22 @@ impl Reloader {
                 next.push(old.clone());
                 continue;
             }
+            if !force
+                && let Some((config, refused_digest)) = self.refused.get(b.name.as_str())
+                && same_config(config, &b)
+                && *refused_digest == *digest
+            {
+                next.extend(existing.cloned());
+                continue;
+            }
             // New or changed: load in the background of the running pipeline, then check it.
             let loaded = match self.store.load(&reference.pinned(&digest)).await {
                 Ok(l) => l,
                 Err(e) => {
+                    if !e.is_retriable() {
+                        self.refused
+                            .insert(b.name.clone(), (b.clone(), digest.to_string()));
+                    }
                     refusals.push(self.refuse(Refusal {
                         binding: b.name.clone(),
                         reason: e.kind(),
@@ -309,6 +326,8 @@ impl Reloader {
             let plugin = match smoke {
                 Ok((Ok(()), plugin)) => plugin,
                 Ok((Err(message), _)) => {
+                    self.refused
+                        .insert(b.name.clone(), (b.clone(), digest.to_string()));
                     refusals.push(self.refuse(Refusal {
                         binding: b.name.clone(),
                         reason: "smoke_check",
@@ -327,6 +346,7 @@ impl Reloader {
                     continue;
                 }
             };
+            self.refused.remove(b.name.as_str());
             tracing::info!(binding = %b.name, plugin = %reference, digest = %digest,
                 previous = existing.map(|e| e.digest.to_string()), "binding changed: new version loaded");
             next.push(Arc::new(Binding {

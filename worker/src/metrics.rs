@@ -209,7 +209,14 @@ impl Metrics {
             self.sink_up.with_label_values(&[sink]).set(1);
         }
         self.reloads.with_label_values(&["applied", "changed"]);
-        self.reloads.with_label_values(&["refused", "invalid_bindings"]);
+        // A refusal's first occurrence must show in `increase()` (the rollout-refused alert): every reason exists.
+        let reasons = ["invalid_bindings", "invalid_reference", "smoke_check"];
+        for reason in reasons
+            .iter()
+            .chain(millrace_plugin_registry::RegistryError::KINDS)
+        {
+            self.reloads.with_label_values(&["refused", reason]);
+        }
         for kind in ["assign", "revoke"] {
             self.rebalances.with_label_values(&[kind]);
         }
