@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Tests of the Helm chart (part of `make test`): lint and render it with every values file in
 charts/millrace/ci/ using the Helm SDK, validate every rendered manifest with kubernetes-validate --strict,
-check the chart's invariants, and check that the worker accepts the configuration the chart renders."""
+check the chart's invariants, check that the worker accepts the configuration the chart renders, and run the
+PrometheusRule's alerts through `promtool test rules` (Debian's prometheus package) on synthetic series."""
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -129,6 +132,91 @@ def check_worker_accepts(cms, label):
         check(r.returncode == 0, f"{label}: the worker accepts the rendered configuration: {r.stderr.strip()}")
 
 
+def check_alerts():
+    """The PrometheusRule's alerts fire when they should, and not otherwise (promtool's rule unit tests)."""
+    promtool = shutil.which("promtool")
+    check(promtool is not None, "promtool (Debian package prometheus) is installed")
+    if not promtool:
+        return
+    rule = by_kind(docs(render({"metrics": {"prometheusRule": {"enabled": True}}})), "PrometheusRule")[0]
+    rules = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
+    job = re.search(r'job="([^"]+)"', rules["MillraceRolloutRefused"]["expr"]).group(1)
+
+    def expect(alert, **labels):
+        r = rules[alert]
+        labels = {**labels, **r.get("labels", {})}
+        ann = {k: re.sub(r"\{\{\s*\$labels\.(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), v)
+               for k, v in r.get("annotations", {}).items()}
+        return {"exp_labels": labels, "exp_annotations": ann}
+
+    sel = f'job="{job}",instance="w1"'
+    tests = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {   # a refusal fires at once; the counter starts at zero (the worker creates every reason at zero)
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'millrace_reloads_total{{{sel},result="refused",reason="plugin"}}', "values": "0x5 1x30"},
+                    {"series": f'millrace_reloads_total{{{sel},result="applied",reason="changed"}}', "values": "0x5 1x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "MillraceRolloutRefused", "exp_alerts": []},
+                    {"eval_time": "8m", "alertname": "MillraceRolloutRefused",
+                     "exp_alerts": [expect("MillraceRolloutRefused", job=job, instance="w1", result="refused",
+                                           reason="plugin")]},
+                    {"eval_time": "30m", "alertname": "MillraceRolloutRefused", "exp_alerts": []},
+                ],
+            },
+            {   # a store down for good fires after 5 minutes; a blip does not
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'millrace_sink_up{{{sel},sink="elasticsearch"}}', "values": "1 1 0x20"},
+                    {"series": f'millrace_sink_up{{{sel},sink="influxdb"}}', "values": "1 0 0 1x20"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "4m", "alertname": "MillraceStoreFailing", "exp_alerts": []},
+                    {"eval_time": "10m", "alertname": "MillraceStoreFailing",
+                     "exp_alerts": [expect("MillraceStoreFailing", sink="elasticsearch")]},
+                ],
+            },
+            {   # 2 dead letters/s for 10 minutes fires; 0.5/s does not (threshold 1/s)
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'millrace_dead_letters_total{{{sel},kind="invalid_input"}}', "values": "0+120x30"},
+                    {"series": f'millrace_dead_letters_total{{{sel},kind="trap"}}', "values": "0+30x30"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "8m", "alertname": "MillraceDeadLetterRateHigh", "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "MillraceDeadLetterRateHigh",
+                     "exp_alerts": [expect("MillraceDeadLetterRateHigh", kind="invalid_input")]},
+                ],
+            },
+            {   # lag above the threshold and growing for 15 minutes fires; high but shrinking does not
+                "interval": "1m",
+                "input_series": [
+                    {"series": f'millrace_consumer_lag{{{sel},topic="acme",partition="0"}}', "values": "150000+2000x40"},
+                    {"series": f'millrace_consumer_lag{{{sel},topic="globex",partition="0"}}', "values": "250000-1000x40"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "10m", "alertname": "MillraceConsumerLagGrowing", "exp_alerts": []},
+                    {"eval_time": "35m", "alertname": "MillraceConsumerLagGrowing",
+                     "exp_alerts": [expect("MillraceConsumerLagGrowing", topic="acme")]},
+                ],
+            },
+        ],
+    }
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "rules.yaml"), "w") as f:
+            yaml.safe_dump({"groups": rule["spec"]["groups"]}, f)
+        with open(os.path.join(d, "tests.yaml"), "w") as f:
+            yaml.safe_dump(tests, f, sort_keys=False)
+        r = subprocess.run([promtool, "check", "rules", "rules.yaml"], cwd=d, capture_output=True, text=True)
+        check(r.returncode == 0, f"promtool check rules: {r.stdout}{r.stderr}")
+        r = subprocess.run([promtool, "test", "rules", "tests.yaml"], cwd=d, capture_output=True, text=True)
+        check(r.returncode == 0, f"promtool test rules: {r.stdout}{r.stderr}")
+
+
 def main():
     for name in sorted(os.listdir(CI)):
         path = os.path.join(CI, name)
@@ -162,6 +250,8 @@ def main():
     check(checksum({"config": {"kafka": {"brokers": "other:9092"}}}) != base, "a config change changes the checksum")
     check(checksum({"bindings": [{"name": "x", "topic": "t", "plugin": "r.example/p:v1"}]}) == base,
           "a bindings change does not roll the pods")
+    print("chart: alerts (promtool test rules)", file=sys.stderr)
+    check_alerts()
     notes = render({})["millrace/templates/NOTES.txt"]
     check("oras push" in notes and "bindings" in notes, "NOTES.txt says how to push and bind a plugin")
     dash = json.load(open(os.path.join(CHART, "dashboards", "millrace.json")))
