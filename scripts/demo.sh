@@ -5,6 +5,8 @@
 # binds two client topics to them (ABI v1 and the seed contract), produces a few thousand client records
 # (metrics, logs, some bad ones), runs two workers in one consumer group, and shows what landed where.
 #   MILLRACE_DEMO_RECORDS   records per client topic (default 3000)
+#   MILLRACE_DEMO_PICTURE   a PNG path: afterwards, run 90 s of steady traffic with a plugin rollout and a refused
+#                           one, and draw the chart's Grafana dashboard from Prometheus (scripts/dashboard-picture.py)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 N=${MILLRACE_DEMO_RECORDS:-3000}
@@ -39,27 +41,35 @@ echo "  seed-router (ABI v1)    $REGISTRY/demo/seed-router@$ROUTER" >&2
 echo "  seed-compat (seed)      $REGISTRY/demo/seed-compat@$COMPAT  (pushed with ORAS defaults)" >&2
 
 curl -fsS -XPOST "http://$INFLUX/query" --data-urlencode "q=CREATE DATABASE millrace_demo" >/dev/null
-cat >"$DEMO/worker.toml" <<EOF
-# Written by scripts/demo.sh: two client topics, two plugins, three stores.
-[kafka]
-brokers = "$KAFKA"
-group_id = "millrace-$RUN"
-session_timeout = "6s"
-statistics_interval = "2s"
-
+write_bindings() { # the live bindings: $1 is acme's plugin reference, $2 globex's
+    cat >"$DEMO/bindings.toml.new" <<EOF
+# Written by scripts/demo.sh. The workers apply a change to this file without a restart.
 [[bindings]]
 name = "acme"
 topic = "$RUN-acme"
-plugin = "$REGISTRY/demo/seed-router@$ROUTER"
+plugin = "$1"
 allowed_measurements = ["env_"]
 allowed_indices = ["acme-"]
 
 [[bindings]]
 name = "globex"
 topic = "$RUN-globex"
-plugin = "$REGISTRY/demo/seed-compat@$COMPAT"
+plugin = "$2"
 allowed_measurements = ["env_"]
 allowed_indices = ["globex-"]
+EOF
+    mv "$DEMO/bindings.toml.new" "$DEMO/bindings.toml"
+}
+write_bindings "$REGISTRY/demo/seed-router@$ROUTER" "$REGISTRY/demo/seed-compat@$COMPAT"
+cat >"$DEMO/worker.toml" <<EOF
+# Written by scripts/demo.sh: two client topics, two plugins, three stores.
+bindings_file = "$DEMO/bindings.toml"
+
+[kafka]
+brokers = "$KAFKA"
+group_id = "millrace-$RUN"
+session_timeout = "6s"
+statistics_interval = "2s"
 
 [sinks.influxdb]
 url = "http://$INFLUX"
@@ -83,6 +93,9 @@ insecure = ["$REGISTRY"]
 
 [batching]
 linger = "100ms"
+
+[reload]
+interval = "1s"
 EOF
 "$MILLRACE" config check "$DEMO/worker.toml" >/dev/null
 
@@ -91,6 +104,7 @@ say "producing $N records to each client topic ($RUN-acme, $RUN-globex)"
 "$CLIENT" produce "$KAFKA" "$RUN-globex" "$N" globex- | tee "$DEMO/globex.json" >&2
 
 say "starting two workers in consumer group millrace-$RUN"
+T0=$(date +%s)
 pids=()
 cleanup() {
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
@@ -161,6 +175,33 @@ echo "(globex uses the seed contract, which cannot reject: its bad records are l
 say "an excerpt of worker 1's /metrics (http://127.0.0.1:${PORTS[0]}/metrics)"
 curl -fsS "http://127.0.0.1:${PORTS[0]}/metrics" |
     grep -E '^millrace_(records_processed_total|dead_letters_total|sink_items_total|plugin_info|assigned_partitions|plugin_cache_hits_total|in_flight_records)' | head -30
+
+if [ -n "${MILLRACE_DEMO_PICTURE:-}" ]; then
+    say "steady traffic for the dashboard picture: 90 s at 300 records/s per topic, a rollout, a refused one"
+    "$PY" -m pip install --quiet --disable-pip-version-check 'matplotlib==3.11.2' >>"$STATE/pip.log" 2>&1 ||
+        { echo "demo: cannot install matplotlib (see $STATE/pip.log)" >&2; exit 1; }
+    DEMO_CLIENT_RATE=300 "$CLIENT" produce "$KAFKA" "$RUN-acme" 27000 acme- >"$DEMO/acme-steady.json" &
+    p1=$!
+    DEMO_CLIENT_RATE=300 "$CLIENT" produce "$KAFKA" "$RUN-globex" 27000 globex- >"$DEMO/globex-steady.json" &
+    p2=$!
+    sleep 30
+    # The same module pushed again with ORAS defaults: a new manifest digest, rolled out live.
+    ROUTER2=$("$PY" scripts/oras-push.py "$REGISTRY/demo/seed-router:v2" plugins/dist/seed_router.wasm --insecure)
+    echo "  acme -> seed-router@$ROUTER2 (live rollout)" >&2
+    write_bindings "$REGISTRY/demo/seed-router@$ROUTER2" "$REGISTRY/demo/seed-compat@$COMPAT"
+    sleep 20
+    # Not a WebAssembly module: refused, globex keeps its version.
+    head -c 4096 /dev/urandom >"$DEMO/broken.wasm"
+    BROKEN=$("$PY" scripts/oras-push.py "$REGISTRY/demo/seed-compat:broken" "$DEMO/broken.wasm" \
+        --media-type application/wasm --insecure)
+    echo "  globex -> seed-compat@$BROKEN (not wasm: refused)" >&2
+    write_bindings "$REGISTRY/demo/seed-router@$ROUTER2" "$REGISTRY/demo/seed-compat@$BROKEN"
+    wait "$p1" "$p2"
+    sleep 15
+    "$PY" scripts/dashboard-picture.py --prometheus "$PROM" --job millrace-demo --start "$T0" --end "$(date +%s)" \
+        --out "$MILLRACE_DEMO_PICTURE" \
+        --subtitle "make demo (MILLRACE_DEMO_PICTURE): 2 workers, bindings acme (ABI v1) and globex (seed contract), $(date -u +%Y-%m-%d)"
+fi
 echo
 echo "Prometheus at http://$PROM scrapes both workers (job millrace-demo) while they run."
 echo "The servers keep running: explore them, then stop them with \`make stack-down\`."

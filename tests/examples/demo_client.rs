@@ -5,6 +5,9 @@
 //! demo_client produce BROKERS TOPIC COUNT SERVICE_PREFIX   # prints {"metrics":..,"logs":..,"bad":..}
 //! demo_client dead-letters BROKERS TOPIC EXPECTED          # prints {"total":..,"by_kind":{..},"sample":{..}}
 //! ```
+//!
+//! `DEMO_CLIENT_RATE=N` paces `produce` at N records/s with wall-clock timestamps (steady traffic for the
+//! dashboard picture); by default records go out as fast as the broker takes them.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a demo tool: failures end it with the message
 
@@ -42,8 +45,26 @@ async fn produce(brokers: &str, topic: &str, count: u64, prefix: &str) -> Result
         .duration_since(std::time::UNIX_EPOCH)?
         .as_millis() as i64;
     let services = ["checkout", "billing", "search"];
+    let rate: Option<u64> = std::env::var("DEMO_CLIENT_RATE")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .filter(|r| *r > 0);
+    let flush_every = rate.map_or(500, |r| (r / 20).clamp(1, 500)) as usize;
+    let started = std::time::Instant::now();
+    let mut last_ts = 0i64;
     let mut sends = Vec::new();
     for i in 0..count {
+        // Distinct timestamps: InfluxDB keeps one point per series and timestamp.
+        let ts = match rate {
+            None => base + i as i64,
+            Some(_) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)?
+                    .as_millis() as i64;
+                last_ts = now.max(last_ts + 1);
+                last_ts
+            }
+        };
         let value = match i % 20 {
             0 => {
                 bad += 1;
@@ -72,18 +93,19 @@ async fn produce(brokers: &str, topic: &str, count: u64, prefix: &str) -> Result
         sends.push(async move {
             producer
                 .send(
-                    FutureRecord::to(topic)
-                        .key(&key)
-                        .payload(&value)
-                        .timestamp(base + i as i64),
+                    FutureRecord::to(topic).key(&key).payload(&value).timestamp(ts),
                     Duration::from_secs(30),
                 )
                 .await
                 .map_err(|(e, _)| e)
         });
-        if sends.len() == 500 {
+        if sends.len() == flush_every {
             for r in futures::future::join_all(sends.drain(..)).await {
                 r.context("producing")?;
+            }
+            if let Some(rate) = rate {
+                let due = Duration::from_secs_f64((i + 1) as f64 / rate as f64);
+                tokio::time::sleep(due.saturating_sub(started.elapsed())).await;
             }
         }
     }
