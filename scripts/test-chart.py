@@ -88,6 +88,10 @@ def check_invariants(objs, values, label):
     check(env.get("MILLRACE__PIPELINE__DRAIN_TIMEOUT") == f"{drain}s", f"{label}: drain timeout passed to the worker")
     mounts = {m["name"]: m for m in c["volumeMounts"]}
     check("subPath" not in mounts["bindings"], f"{label}: bindings mounted as a directory (live updates)")
+    for v in values.get("extraVolumes", []):
+        check(any(x["name"] == v["name"] for x in pod["volumes"]), f"{label}: extra volume {v['name']}")
+    for m in values.get("extraVolumeMounts", []):
+        check(mounts.get(m["name"], {}).get("mountPath") == m["mountPath"], f"{label}: extra mount {m['name']}")
     check(pod["topologySpreadConstraints"], f"{label}: topology spread")
     check(by_kind(objs, "PodDisruptionBudget"), f"{label}: PodDisruptionBudget")
     check("checksum/config" in deps[0]["spec"]["template"]["metadata"]["annotations"], f"{label}: config checksum")

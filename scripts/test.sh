@@ -53,6 +53,9 @@ cargo test --workspace
 if docker info >/dev/null 2>&1; then
     step "container image (a Docker engine is present)"
     docker build -t millrace:test .
+else
+    step "container image: no Docker engine here; checking the Dockerfile's build context instead"
+    scripts/check-dockerfile.sh
 fi
 step "Helm chart: lint, render, kubernetes-validate --strict, invariants"
 "${MILLRACE_VENV:-.venv}/bin/python" scripts/test-chart.py

@@ -289,6 +289,11 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// Pushes the example plugin `name` (see [`dist`]) with the wasm layer media type; returns the manifest digest.
+pub fn push_plugin(reference: &str, name: &str) -> anyhow::Result<String> {
+    oras_push(reference, &dist(name), Some("application/wasm"), None)
+}
+
 /// An example plugin built by `make plugins` (`plugins/dist/<name>.wasm`).
 pub fn dist(name: &str) -> PathBuf {
     let p = repo_root().join(format!("plugins/dist/{name}.wasm"));

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use millrace_tests::e2e::{committed, create_db, dead_letters, influx_ids, produce, start_worker};
-use millrace_tests::{addr, dist, eventually, free_port, http_url, oras_push, repo_root, unique};
+use millrace_tests::{addr, eventually, free_port, http_url, oras_push, push_plugin, repo_root, unique};
 use serde_json::{Value, json};
 
 struct Live {
@@ -177,18 +177,8 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
     let live = Live::new().await?;
     let registry = addr("registry");
     let repo = format!("{registry}/live/{}", live.uid);
-    let v1 = oras_push(
-        &format!("{repo}:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
-    let v2 = oras_push(
-        &format!("{repo}:v2"),
-        &dist("c_envelope"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let v2 = push_plugin(&format!("{repo}:v2"), "c_envelope")?;
     let topic = format!("client-{}", live.uid);
     live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
     let (stop, worker) = live.start();
@@ -312,12 +302,7 @@ async fn bindings_added_and_removed_take_effect_without_a_restart() -> Result<()
     let live = Live::new().await?;
     let registry = addr("registry");
     let repo = format!("{registry}/live/{}", live.uid);
-    let v1 = oras_push(
-        &format!("{repo}:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let first = format!("client-{}-a", live.uid);
     let second = format!("client-{}-b", live.uid);
     let plugin = format!("{repo}@{v1}");
@@ -390,12 +375,7 @@ async fn a_malformed_bindings_file_is_refused_and_the_last_good_one_stays() -> R
     let live = Live::new().await?;
     let registry = addr("registry");
     let repo = format!("{registry}/live/{}", live.uid);
-    let v1 = oras_push(
-        &format!("{repo}:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let topic = format!("client-{}", live.uid);
     live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
     let (stop, worker) = live.start();
@@ -433,12 +413,7 @@ async fn a_regex_binding_picks_up_a_client_topic_created_while_running() -> Resu
     let live = Live::new().await?;
     let registry = addr("registry");
     let repo = format!("{registry}/live/{}", live.uid);
-    let v1 = oras_push(
-        &format!("{repo}:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let existing = format!("tenant-{}-one", live.uid);
     produce(&existing, &(0..50).map(metric).collect::<Vec<_>>()).await?;
     live.write_bindings(&format!(
@@ -479,18 +454,8 @@ async fn sighup_applies_a_binding_change_at_once() -> Result<()> {
     let live = Live::new().await?;
     let registry = addr("registry");
     let repo = format!("{registry}/live/{}", live.uid);
-    let v1 = oras_push(
-        &format!("{repo}:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
-    let v2 = oras_push(
-        &format!("{repo}:v2"),
-        &dist("seed_compat"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let v2 = push_plugin(&format!("{repo}:v2"), "seed_compat")?;
     let topic = format!("client-{}", live.uid);
     live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
     // A worker process that only looks at its bindings every hour, unless told.
@@ -530,7 +495,7 @@ async fn a_tag_moved_to_a_new_digest_rolls_out_under_the_always_policy() -> Resu
     let live = Live::new().await?;
     let registry = addr("registry");
     let tag = format!("{registry}/live/{}:stable", live.uid);
-    let v1 = oras_push(&tag, &dist("seed_router"), Some("application/wasm"), None)?;
+    let v1 = push_plugin(&tag, "seed_router")?;
     let topic = format!("client-{}", live.uid);
     live.write_bindings(&binding("acme", &topic, &tag, ""));
     let config = live
@@ -538,7 +503,7 @@ async fn a_tag_moved_to_a_new_digest_rolls_out_under_the_always_policy() -> Resu
         .replace("[registry]", "[registry]\npull_policy = \"always\"");
     let (tx, worker) = start_worker(&config)?;
     live.wait_active("acme", &v1).await;
-    let v2 = oras_push(&tag, &dist("seed_compat"), Some("application/wasm"), None)?;
+    let v2 = push_plugin(&tag, "seed_compat")?;
     let took = live.wait_active("acme", &v2).await;
     eprintln!("tag move to active: {took:?}");
     tx.send(()).ok();

@@ -12,7 +12,7 @@ use millrace_plugin_registry::{
     Credentials, PluginRef, PluginStore, PullPolicy, RegistryConfig, RegistryError, RegistryMetrics, Source,
 };
 use millrace_runtime::{EngineConfig, Limits, Output, Record, Runtime, Verdict};
-use millrace_tests::{PrivateRegistry, addr, dist, oras_push, unique, venv_python};
+use millrace_tests::{PrivateRegistry, addr, dist, oras_push, push_plugin, unique, venv_python};
 
 fn runtime() -> Runtime {
     Runtime::new(EngineConfig {
@@ -230,12 +230,7 @@ async fn millrace_push_is_read_by_oras_and_skopeo() -> Result<()> {
 async fn a_tampered_blob_is_refused_and_nothing_is_cached() -> Result<()> {
     let reg = PrivateRegistry::start(None)?;
     let repo = "it/tamper";
-    let digest = oras_push(
-        &format!("{}/{repo}:v1", reg.addr),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let digest = push_plugin(&format!("{}/{repo}:v1", reg.addr), "seed_router")?;
     let module = std::fs::read(dist("seed_router"))?;
     let blob = reg.blob_file(&millrace_plugin_registry::sha256(&module));
     let mut tampered = std::fs::read(&blob)?;
@@ -269,12 +264,7 @@ async fn a_tampered_blob_is_refused_and_nothing_is_cached() -> Result<()> {
 async fn cached_plugins_load_offline_and_pulls_resume_when_the_registry_is_back() -> Result<()> {
     let mut reg = PrivateRegistry::start(None)?;
     let repo = "it/offline";
-    let pinned_digest = oras_push(
-        &format!("{}/{repo}:v1", reg.addr),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let pinned_digest = push_plugin(&format!("{}/{repo}:v1", reg.addr), "seed_router")?;
     let pinned = PluginRef::parse(&format!("{}/{repo}@{pinned_digest}", reg.addr))?;
     let tagged = PluginRef::parse(&format!("{}/{repo}:v1", reg.addr))?;
     let cache = tempfile::tempdir()?;
@@ -321,7 +311,7 @@ async fn cached_plugins_load_offline_and_pulls_resume_when_the_registry_is_back(
     );
 
     reg.restart()?;
-    let v2 = oras_push(&other, &dist("acme_iot"), Some("application/wasm"), None)?;
+    let v2 = push_plugin(&other, "acme_iot")?;
     let loaded = f.store.load(&PluginRef::parse(&other)?).await?;
     assert_eq!((loaded.source, loaded.manifest_digest), (Source::Registry, v2));
     Ok(())
@@ -331,7 +321,7 @@ async fn cached_plugins_load_offline_and_pulls_resume_when_the_registry_is_back(
 async fn corrupt_cache_entries_are_discarded_and_fetched_again() -> Result<()> {
     let registry = addr("registry");
     let tag = format!("{registry}/{}:v1", unique("it/corrupt"));
-    let digest = oras_push(&tag, &dist("seed_router"), Some("application/wasm"), None)?;
+    let digest = push_plugin(&tag, "seed_router")?;
     let reference = PluginRef::parse(&format!("{tag}@{digest}"))?;
     let cache = tempfile::tempdir()?;
     store_with(&registry, Some(cache.path()), |_| {})
@@ -426,14 +416,14 @@ async fn a_moved_tag_is_picked_up_under_always_and_interval_not_if_not_present()
     let registry = addr("registry");
     let tag = format!("{registry}/{}:stable", unique("it/moving"));
     let reference = PluginRef::parse(&tag)?;
-    let v1 = oras_push(&tag, &dist("seed_router"), Some("application/wasm"), None)?;
+    let v1 = push_plugin(&tag, "seed_router")?;
     let cache = tempfile::tempdir()?;
     let if_not_present = store_with(&registry, Some(cache.path()), |c| {
         c.pull_policy = PullPolicy::IfNotPresent
     });
     assert_eq!(if_not_present.store.load(&reference).await?.manifest_digest, v1);
 
-    let v2 = oras_push(&tag, &dist("acme_iot"), Some("application/wasm"), None)?;
+    let v2 = push_plugin(&tag, "acme_iot")?;
     assert_ne!(v1, v2);
     assert_eq!(
         if_not_present.store.load(&reference).await?.manifest_digest,
@@ -468,7 +458,7 @@ async fn a_moved_tag_is_picked_up_under_always_and_interval_not_if_not_present()
 async fn concurrent_loads_of_one_plugin_fetch_and_compile_once() -> Result<()> {
     let registry = addr("registry");
     let tag = format!("{registry}/{}:v1", unique("it/flight"));
-    oras_push(&tag, &dist("acme_iot"), Some("application/wasm"), None)?;
+    push_plugin(&tag, "acme_iot")?;
     let f = store_with(&registry, None, |_| {});
     let reference = PluginRef::parse(&tag)?;
     let loads = (0..8).map(|_| {
@@ -492,7 +482,7 @@ async fn concurrent_loads_of_one_plugin_fetch_and_compile_once() -> Result<()> {
 async fn modules_over_the_size_cap_are_refused_before_download() -> Result<()> {
     let registry = addr("registry");
     let tag = format!("{registry}/{}:v1", unique("it/big"));
-    oras_push(&tag, &dist("acme_iot"), Some("application/wasm"), None)?;
+    push_plugin(&tag, "acme_iot")?;
     let f = store_with(&registry, None, |c| c.max_module_bytes = 64 * 1024);
     let err = f.store.load(&PluginRef::parse(&tag)?).await.unwrap_err();
     assert!(

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use millrace_tests::e2e::{committed, create_db, dead_letters, es_docs, influx_ids, produce, start_worker};
-use millrace_tests::{addr, dist, eventually, http_url, oras_push, unique};
+use millrace_tests::{addr, eventually, http_url, push_plugin, unique};
 use serde_json::{Value, json};
 
 /// Everything one test needs, with names no other test uses.
@@ -102,18 +102,8 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
     let s = Scenario::new();
     create_db(&s.db).await?;
     let registry = addr("registry");
-    let router = oras_push(
-        &format!("{registry}/e2e/router:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
-    let compat = oras_push(
-        &format!("{registry}/e2e/compat:v1"),
-        &dist("seed_compat"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let router = push_plugin(&format!("{registry}/e2e/router:v1"), "seed_router")?;
+    let compat = push_plugin(&format!("{registry}/e2e/compat:v1"), "seed_compat")?;
 
     // ABI v1 topic: metrics, logs of two allowed services, logs of a service not allowed, bad JSON, unknown.
     let mut v1 = Vec::new();
@@ -254,12 +244,7 @@ async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_
     let s = Scenario::new();
     create_db(&s.db).await?;
     let registry = addr("registry");
-    let hostile = oras_push(
-        &format!("{registry}/e2e/hostile:v1"),
-        &dist("hostile"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let hostile = push_plugin(&format!("{registry}/e2e/hostile:v1"), "hostile")?;
     let cache = tempfile::tempdir()?;
     let text = format!(
         r#"
@@ -373,12 +358,7 @@ async fn outputs_a_store_refuses_are_dead_lettered_with_its_reason() -> Result<(
     let status = r.status().as_u16();
     assert_eq!(status, 204, "seeding the float field: {}", r.text().await?);
     let registry = addr("registry");
-    let envelope = oras_push(
-        &format!("{registry}/e2e/envelope:v1"),
-        &dist("c_envelope"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let envelope = push_plugin(&format!("{registry}/e2e/envelope:v1"), "c_envelope")?;
     let cache = tempfile::tempdir()?;
     let text = format!(
         r#"

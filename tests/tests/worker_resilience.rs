@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use millrace_tests::e2e::{committed, create_db, es_docs, influx_ids, produce, start_worker};
-use millrace_tests::{TcpProxy, addr, dist, eventually, free_port, http_url, oras_push, repo_root, unique};
+use millrace_tests::{TcpProxy, addr, eventually, free_port, http_url, push_plugin, repo_root, unique};
 use serde_json::json;
 
 struct Setup {
@@ -28,12 +28,7 @@ async fn setup() -> Result<Setup> {
     let db = format!("db_{uid}");
     create_db(&db).await?;
     let registry = addr("registry");
-    let digest = oras_push(
-        &format!("{registry}/res/router:v1"),
-        &dist("seed_router"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let digest = push_plugin(&format!("{registry}/res/router:v1"), "seed_router")?;
     Ok(Setup {
         topic: format!("client-{uid}"),
         group: format!("group-{uid}"),
