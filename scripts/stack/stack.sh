@@ -49,7 +49,7 @@ install_server() {
         apt_ensure docker-registry skopeo apache2-utils
         venv_ensure # the ORAS Python SDK pushes plugins
         ;;
-    influxdb) apt_ensure influxdb influxdb-client ;;
+    influxdb) apt_ensure influxdb influxdb-client openssl ;; # openssl: certificates for the TLS sink tests
     victoriametrics) apt_ensure victoria-metrics ;;
     prometheus) apt_ensure prometheus ;;
     *) die "unknown server '$1' (known: ${ALL_SERVERS[*]})" ;;

@@ -6,6 +6,7 @@
 //! fails with a message saying how to start the stack when the server is not there.
 
 pub mod e2e;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};

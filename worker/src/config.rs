@@ -173,6 +173,7 @@ struct RawInfluxV1 {
     gzip: bool,
     #[serde(default = "default_request_timeout")]
     timeout: String,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -187,6 +188,7 @@ struct RawInfluxV2 {
     gzip: bool,
     #[serde(default = "default_request_timeout")]
     timeout: String,
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,6 +204,7 @@ struct RawElasticsearch {
     gzip: bool,
     #[serde(default = "default_request_timeout")]
     timeout: String,
+    ca_file: Option<PathBuf>,
 }
 
 fn default_request_timeout() -> String {
@@ -433,6 +436,8 @@ impl BindingConfig {
 #[derive(Debug, Clone)]
 pub struct InfluxV1Config {
     pub url: String,
+    /// PEM CA certificates trusted (besides the system's) for an `https://` URL.
+    pub ca_file: Option<PathBuf>,
     pub database: String,
     pub retention_policy: Option<String>,
     pub username: Option<String>,
@@ -444,6 +449,8 @@ pub struct InfluxV1Config {
 #[derive(Debug, Clone)]
 pub struct InfluxV2Config {
     pub url: String,
+    /// PEM CA certificates trusted (besides the system's) for an `https://` URL.
+    pub ca_file: Option<PathBuf>,
     pub org: String,
     pub bucket: String,
     pub token: Option<Secret>,
@@ -461,6 +468,8 @@ pub enum EsAuth {
 #[derive(Debug, Clone)]
 pub struct ElasticsearchConfig {
     pub urls: Vec<String>,
+    /// PEM CA certificate trusted (besides the system's) for `https://` URLs.
+    pub ca_file: Option<PathBuf>,
     pub auth: EsAuth,
     pub gzip: bool,
     pub timeout: Duration,
@@ -777,6 +786,7 @@ impl WorkerConfig {
         let influxdb = match s.influxdb {
             Some(i) => Some(InfluxV1Config {
                 url: i.url.trim_end_matches('/').to_string(),
+                ca_file: i.ca_file,
                 database: i.database,
                 retention_policy: i.retention_policy,
                 password: secret("sinks.influxdb.password", i.password, i.password_file)?,
@@ -789,6 +799,7 @@ impl WorkerConfig {
         let influxdb_v2 = match s.influxdb_v2 {
             Some(i) => Some(InfluxV2Config {
                 url: i.url.trim_end_matches('/').to_string(),
+                ca_file: i.ca_file,
                 org: i.org,
                 bucket: i.bucket,
                 token: secret("sinks.influxdb_v2.token", i.token, i.token_file)?,
@@ -817,6 +828,7 @@ impl WorkerConfig {
                 };
                 Some(ElasticsearchConfig {
                     urls: e.urls,
+                    ca_file: e.ca_file,
                     auth,
                     gzip: e.gzip,
                     timeout: duration("sinks.elasticsearch.timeout", &e.timeout)?,

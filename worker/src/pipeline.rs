@@ -396,7 +396,10 @@ pub async fn run(
     let mut sink_tasks = Vec::new();
     let mut stores: Vec<(&'static str, crate::http::Pinger)> = Vec::new();
     if let Some(c) = &config.influxdb {
-        let s = Arc::new(sinks::InfluxStore::v1(c));
+        let s = Arc::new(sinks::InfluxStore::v1(c).map_err(|message| WorkerError::Config {
+            key: "sinks.influxdb.ca_file".into(),
+            message,
+        })?);
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         stores.push(("influxdb", crate::http::pinger(s.clone())));
         sink_tasks.push(tokio::spawn(sinks::run(
@@ -408,7 +411,10 @@ pub async fn run(
         points.push(tx);
     }
     if let Some(c) = &config.influxdb_v2 {
-        let s = Arc::new(sinks::InfluxStore::v2(c));
+        let s = Arc::new(sinks::InfluxStore::v2(c).map_err(|message| WorkerError::Config {
+            key: "sinks.influxdb_v2.ca_file".into(),
+            message,
+        })?);
         let (tx, rx) = tokio::sync::mpsc::channel(capacity);
         stores.push(("influxdb_v2", crate::http::pinger(s.clone())));
         sink_tasks.push(tokio::spawn(sinks::run(
@@ -422,7 +428,7 @@ pub async fn run(
     if let Some(c) = &config.elasticsearch {
         let s = Arc::new(
             sinks::ElasticsearchStore::new(c).map_err(|message| WorkerError::Config {
-                key: "sinks.elasticsearch.urls".into(),
+                key: "sinks.elasticsearch".into(),
                 message,
             })?,
         );

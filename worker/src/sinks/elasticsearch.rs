@@ -4,6 +4,7 @@
 //! read per item: 429 and 5xx items are retried, other failures are rejected with the store's reason.
 
 use elasticsearch::auth::Credentials;
+use elasticsearch::cert::{Certificate, CertificateValidation};
 use elasticsearch::http::Url;
 use elasticsearch::http::transport::{MultiNodeConnectionPool, SingleNodeConnectionPool, TransportBuilder};
 use elasticsearch::{BulkParts, Elasticsearch};
@@ -32,6 +33,12 @@ impl ElasticsearchStore {
             .disable_proxy()
             .timeout(c.timeout)
             .request_body_compression(c.gzip);
+        if let Some(path) = &c.ca_file {
+            let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let cert = Certificate::from_pem(&pem)
+                .map_err(|e| format!("{}: not a PEM certificate: {e}", path.display()))?;
+            builder = builder.cert_validation(CertificateValidation::Full(cert));
+        }
         builder = match &c.auth {
             EsAuth::None => builder,
             EsAuth::Basic { username, password } => builder.auth(Credentials::Basic(

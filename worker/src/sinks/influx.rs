@@ -122,12 +122,24 @@ impl LineWriter {
     }
 }
 
-fn client(timeout: std::time::Duration) -> reqwest::Client {
-    reqwest::Client::builder()
+/// The HTTP client of one sink: its timeout, and the CA certificates of `ca_file` trusted besides the system's.
+fn client(
+    timeout: std::time::Duration,
+    ca_file: Option<&std::path::Path>,
+) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
         .timeout(timeout)
-        .pool_max_idle_per_host(4)
-        .build()
-        .unwrap_or_default()
+        .pool_max_idle_per_host(4);
+    if let Some(path) = ca_file {
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| format!("{}: not PEM certificates: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no PEM certificate in it", path.display()));
+        }
+        b = b.tls_certs_merge(certs);
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 /// An InfluxDB write endpoint: 1.x `/write` or the 2.x write API `/api/v2/write`.
@@ -138,8 +150,8 @@ pub struct InfluxStore {
 }
 
 impl InfluxStore {
-    /// InfluxDB 1.x `/write` (database, retention policy, basic credentials).
-    pub fn v1(c: &InfluxV1Config) -> Self {
+    /// InfluxDB 1.x `/write` (database, retention policy, basic credentials). Fails on an unusable `ca_file`.
+    pub fn v1(c: &InfluxV1Config) -> Result<Self, String> {
         let mut query = vec![
             ("db".to_string(), c.database.clone()),
             ("precision".into(), "ns".into()),
@@ -151,10 +163,10 @@ impl InfluxStore {
             (Some(u), Some(p)) => Some((u.clone(), p.expose().to_string())),
             _ => None,
         };
-        Self {
+        Ok(Self {
             name: "influxdb",
             w: LineWriter {
-                client: client(c.timeout),
+                client: client(c.timeout, c.ca_file.as_deref())?,
                 url: format!("{}/write", c.url),
                 query,
                 auth: None,
@@ -162,20 +174,20 @@ impl InfluxStore {
                 gzip: c.gzip,
             },
             ping_url: format!("{}/ping", c.url),
-        }
+        })
     }
 
-    /// The InfluxDB 2.x write API `/api/v2/write` (org, bucket, token).
-    pub fn v2(c: &InfluxV2Config) -> Self {
+    /// The InfluxDB 2.x write API `/api/v2/write` (org, bucket, token). Fails on an unusable `ca_file`.
+    pub fn v2(c: &InfluxV2Config) -> Result<Self, String> {
         let query = vec![
             ("org".to_string(), c.org.clone()),
             ("bucket".into(), c.bucket.clone()),
             ("precision".into(), "ns".into()),
         ];
-        Self {
+        Ok(Self {
             name: "influxdb_v2",
             w: LineWriter {
-                client: client(c.timeout),
+                client: client(c.timeout, c.ca_file.as_deref())?,
                 url: format!("{}/api/v2/write", c.url),
                 query,
                 auth: c.token.as_ref().map(|t| format!("Token {}", t.expose())),
@@ -183,7 +195,7 @@ impl InfluxStore {
                 gzip: c.gzip,
             },
             ping_url: format!("{}/health", c.url),
-        }
+        })
     }
 }
 
