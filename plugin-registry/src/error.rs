@@ -49,6 +49,10 @@ pub enum RegistryError {
     #[error("plugin cache at {path}: {message}")]
     Cache { path: String, message: String },
 
+    /// The CA certificates to trust (`ca_file`) could not be read or hold no PEM certificate.
+    #[error("registry CA certificates from {path}: {message}")]
+    InvalidCa { path: String, message: String },
+
     /// Credentials could not be read.
     #[error("registry credentials from {source_name}: {message}")]
     Credentials { source_name: String, message: String },
@@ -75,6 +79,7 @@ impl RegistryError {
         "too_large",
         "not_cached",
         "cache",
+        "invalid_ca",
         "credentials",
         "plugin",
         "protocol",
@@ -91,6 +96,7 @@ impl RegistryError {
             Self::TooLarge { .. } => "too_large",
             Self::NotCached { .. } => "not_cached",
             Self::Cache { .. } => "cache",
+            Self::InvalidCa { .. } => "invalid_ca",
             Self::Credentials { .. } => "credentials",
             Self::Plugin { .. } => "plugin",
             Self::Protocol { .. } => "protocol",
@@ -161,6 +167,10 @@ mod tests {
                 cause: s(),
             },
             RegistryError::Cache {
+                path: s(),
+                message: s(),
+            },
+            RegistryError::InvalidCa {
                 path: s(),
                 message: s(),
             },

@@ -122,10 +122,36 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     parts.join(": ")
 }
 
+/// The PEM certificates of a CA file, one entry each (a bundle may hold several).
+pub(crate) fn read_pem_certificates(path: &std::path::Path) -> Result<Vec<Vec<u8>>, RegistryError> {
+    let err = |message: String| RegistryError::InvalidCa {
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let mut certs = Vec::new();
+    let mut rest = text.as_str();
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            return Err(err("a certificate without its END line".into()));
+        };
+        let end = start + len + END.len();
+        certs.push(format!("{}\n", &rest[start..end]).into_bytes());
+        rest = &rest[end..];
+    }
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in it".into()));
+    }
+    Ok(certs)
+}
+
 impl OciSource {
     pub fn new(
         credentials: Credentials,
         insecure_registries: &[String],
+        ca_certs: Vec<Vec<u8>>,
         timeout: Duration,
         max_manifest_bytes: u64,
         max_module_bytes: u64,
@@ -134,6 +160,13 @@ impl OciSource {
             protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
             connect_timeout: Some(timeout.min(Duration::from_secs(10))),
             read_timeout: Some(timeout),
+            extra_root_certificates: ca_certs
+                .into_iter()
+                .map(|data| oci_client::client::Certificate {
+                    encoding: oci_client::client::CertificateEncoding::Pem,
+                    data,
+                })
+                .collect(),
             ..Default::default()
         };
         Self {
@@ -328,4 +361,36 @@ fn parse_manifest(raw: &[u8], r: &PluginRef) -> Result<OciImageManifest, Registr
         reference: r.to_string(),
         detail: format!("not an OCI image manifest: {e}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ca_bundle_is_split_into_its_certificates() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, text: &str| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, text).unwrap();
+            p
+        };
+        let bundle = write(
+            "bundle.pem",
+            "# corporate roots\n-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n\
+             -----BEGIN CERTIFICATE-----\nBBBB\n-----END CERTIFICATE-----\n",
+        );
+        let certs = read_pem_certificates(&bundle).unwrap();
+        assert_eq!(certs.len(), 2);
+        assert!(String::from_utf8_lossy(&certs[1]).contains("BBBB"));
+        for (name, text) in [
+            ("empty.pem", "nothing here\n"),
+            ("cut.pem", "-----BEGIN CERTIFICATE-----\nAAAA\n"),
+        ] {
+            let err = read_pem_certificates(&write(name, text)).unwrap_err();
+            assert_eq!(err.kind(), "invalid_ca", "{name}: {err}");
+        }
+        let err = read_pem_certificates(&dir.path().join("missing.pem")).unwrap_err();
+        assert_eq!(err.kind(), "invalid_ca");
+    }
 }

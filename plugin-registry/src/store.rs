@@ -37,6 +37,8 @@ pub struct RegistryConfig {
     pub pull_policy: PullPolicy,
     /// Registries (`host:port`) spoken to over plain HTTP; every other one over TLS.
     pub insecure_registries: Vec<String>,
+    /// PEM CA certificates trusted besides the system's (a registry signed by a private CA).
+    pub ca_file: Option<PathBuf>,
     pub credentials: Credentials,
     /// Timeout of each registry request.
     pub timeout: Duration,
@@ -51,6 +53,7 @@ impl RegistryConfig {
             max_manifest_bytes: 4 << 20,
             pull_policy: PullPolicy::IfNotPresent,
             insecure_registries: Vec::new(),
+            ca_file: None,
             credentials: Credentials::Anonymous,
             timeout: Duration::from_secs(30),
         }
@@ -131,9 +134,14 @@ impl PluginStore {
         metrics: RegistryMetrics,
     ) -> Result<Self, RegistryError> {
         let cache = DiskCache::open(&config.cache_dir, config.cache_max_bytes)?;
+        let ca_certs = match &config.ca_file {
+            Some(path) => crate::oci::read_pem_certificates(path)?,
+            None => Vec::new(),
+        };
         let source = OciSource::new(
             config.credentials.clone(),
             &config.insecure_registries,
+            ca_certs,
             config.timeout,
             config.max_manifest_bytes,
             config.max_module_bytes,

@@ -126,9 +126,24 @@ pub struct PrivateRegistry {
     pub addr: String,
     dir: tempfile::TempDir,
     auth: Option<(String, String)>,
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl PrivateRegistry {
+    /// Starts a registry that serves HTTPS only, with this certificate and key (see [`tls::TestCa`]).
+    pub fn start_tls(cert: &Path, key: &Path) -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut r = Self {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            dir: tempfile::tempdir()?,
+            auth: None,
+            tls: Some((cert.to_path_buf(), key.to_path_buf())),
+        };
+        r.restart()?;
+        Ok(r)
+    }
+
     /// Starts a registry; with `auth`, it demands basic authentication with that user and password.
     pub fn start(auth: Option<(&str, &str)>) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -137,6 +152,7 @@ impl PrivateRegistry {
             addr: format!("127.0.0.1:{port}"),
             dir: tempfile::tempdir()?,
             auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            tls: None,
         };
         r.restart()?;
         Ok(r)
@@ -174,6 +190,13 @@ impl PrivateRegistry {
             self.storage().display(),
             self.addr
         );
+        if let Some((cert, key)) = &self.tls {
+            yaml.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            ));
+        }
         if let Some((user, password)) = &self.auth {
             let out = std::process::Command::new("htpasswd")
                 .args(["-Bbn", user, password])

@@ -491,3 +491,50 @@ async fn modules_over_the_size_cap_are_refused_before_download() -> Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_registry_signed_by_a_private_ca_is_trusted_through_ca_file_only() -> Result<()> {
+    let ca = millrace_tests::tls::TestCa::new()?;
+    let reg = PrivateRegistry::start_tls(&ca.cert, &ca.key)?;
+    let wasm = std::fs::read(dist("seed_router"))?;
+    let tagged = PluginRef::parse(&format!("{}/it/tls:v1", reg.addr))?;
+    let over_tls = |ca_file: Option<std::path::PathBuf>| {
+        store_with(&reg.addr, None, move |c| {
+            c.insecure_registries.clear(); // TLS, as for every registry not declared insecure
+            c.ca_file = ca_file;
+        })
+    };
+
+    // Without the CA the certificate is not trusted: nothing is pushed or pulled.
+    let untrusted = over_tls(None);
+    let err = untrusted
+        .store
+        .push(&wasm, "router.wasm", &tagged)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+    let err = untrusted.store.load(&tagged).await.unwrap_err();
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    // With it: push, then a verified pull and load.
+    let trusted = over_tls(Some(ca.ca.clone()));
+    let digest = trusted.store.push(&wasm, "router.wasm", &tagged).await?;
+    let loaded = trusted.store.load(&tagged).await?;
+    assert_eq!(loaded.manifest_digest, digest);
+    assert_eq!(loaded.source, Source::Registry);
+    assert_eq!(
+        route_metric(&loaded.plugin),
+        "env_metrics,source=s1,unit=C value=1.5"
+    );
+
+    // A file without a certificate is refused when the store is made, with a typed error.
+    let config = {
+        let mut c = RegistryConfig::new(tempfile::tempdir()?.path());
+        c.ca_file = Some(ca.garbage_file()?);
+        c
+    };
+    let err = PluginStore::new(config, runtime(), RegistryMetrics::unregistered()).unwrap_err();
+    assert_eq!(err.kind(), "invalid_ca", "{err}");
+    assert!(!err.is_retriable());
+    Ok(())
+}

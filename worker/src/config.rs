@@ -307,6 +307,7 @@ struct RawRegistry {
     pull_policy: String,
     #[serde(default)]
     insecure: Vec<String>,
+    ca_file: Option<PathBuf>,
     username: Option<String>,
     password: Option<String>,
     password_file: Option<PathBuf>,
@@ -322,6 +323,7 @@ impl Default for RawRegistry {
             cache_max_bytes: default_cache_max(),
             pull_policy: default_pull_policy(),
             insecure: Vec::new(),
+            ca_file: None,
             username: None,
             password: None,
             password_file: None,
@@ -868,6 +870,7 @@ impl WorkerConfig {
             other => millrace_plugin_registry::PullPolicy::Interval(duration("registry.pull_policy", other)?),
         };
         registry.insecure_registries = r.insecure;
+        registry.ca_file = r.ca_file;
         registry.timeout = duration("registry.timeout", &r.timeout)?;
         let password = secret("registry.password", r.password, r.password_file)?;
         registry.credentials = match (r.username, password, r.docker_config) {

@@ -114,6 +114,9 @@ pub struct RegistryArgs {
     /// Speak plain HTTP to the reference's registry (loopback and test registries only).
     #[arg(long)]
     insecure: bool,
+    /// PEM CA certificates to trust besides the system's (a registry signed by a private CA).
+    #[arg(long, env = "MILLRACE_REGISTRY_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// Registry user name (basic auth, or the token flow the registry asks for).
     #[arg(long, env = "MILLRACE_REGISTRY_USERNAME")]
     username: Option<String>,
@@ -509,6 +512,7 @@ fn store(args: &RegistryArgs, reference: &PluginRef, runtime: Runtime) -> Result
     if args.insecure {
         config.insecure_registries.push(reference.registry().to_string());
     }
+    config.ca_file = args.ca_file.clone();
     config.credentials = match (&args.username, &args.password, &args.docker_config) {
         (Some(u), Some(p), _) => Credentials::Basic {
             username: u.clone(),
