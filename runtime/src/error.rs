@@ -81,6 +81,39 @@ pub enum PluginError {
 }
 
 impl PluginError {
+    /// Every value `kind()` can return, in one place: metrics initialise their series from it.
+    pub const KINDS: &'static [&'static str] = &[
+        "not_wasm",
+        "invalid_module",
+        "not_a_plugin",
+        "unsupported_abi",
+        "bad_export",
+        "unsupported_import",
+        "instantiate",
+        "out_of_fuel",
+        "timeout",
+        "memory_limit",
+        "trap",
+        "abi_violation",
+        "output_limit",
+        "invalid_output",
+        "exit",
+        "config",
+    ];
+
+    /// The kinds a record's processing can fail with (the rest are about loading a module or the runtime).
+    pub const RECORD_KINDS: &'static [&'static str] = &[
+        "instantiate",
+        "out_of_fuel",
+        "timeout",
+        "memory_limit",
+        "trap",
+        "abi_violation",
+        "output_limit",
+        "invalid_output",
+        "exit",
+    ];
+
     /// A short, stable name of the error's kind: a metric label value and a dead-letter header value.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -121,5 +154,89 @@ impl PluginError {
                 | Self::BadExport { .. }
                 | Self::UnsupportedImport { .. }
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One value of every variant (a new variant fails to compile here until it is listed).
+    fn one_of_each() -> Vec<PluginError> {
+        let s = String::new;
+        let all = vec![
+            PluginError::NotWasm { detail: s() },
+            PluginError::InvalidModule { message: s() },
+            PluginError::NotAPlugin { detail: s() },
+            PluginError::UnsupportedAbi {
+                found: 0,
+                supported: 1,
+            },
+            PluginError::BadExport {
+                name: s(),
+                expected: s(),
+                found: s(),
+            },
+            PluginError::UnsupportedImport {
+                module: s(),
+                name: s(),
+                reason: s(),
+            },
+            PluginError::Instantiate { message: s() },
+            PluginError::OutOfFuel { limit: 0 },
+            PluginError::Timeout {
+                limit: Duration::ZERO,
+            },
+            PluginError::MemoryLimit { limit: 0 },
+            PluginError::Trap { message: s() },
+            PluginError::AbiViolation { detail: s() },
+            PluginError::OutputLimit { detail: s() },
+            PluginError::InvalidOutput { detail: s() },
+            PluginError::Exit { code: 0 },
+            PluginError::Config { detail: s() },
+        ];
+        for e in &all {
+            match e {
+                PluginError::NotWasm { .. }
+                | PluginError::InvalidModule { .. }
+                | PluginError::NotAPlugin { .. }
+                | PluginError::UnsupportedAbi { .. }
+                | PluginError::BadExport { .. }
+                | PluginError::UnsupportedImport { .. }
+                | PluginError::Instantiate { .. }
+                | PluginError::OutOfFuel { .. }
+                | PluginError::Timeout { .. }
+                | PluginError::MemoryLimit { .. }
+                | PluginError::Trap { .. }
+                | PluginError::AbiViolation { .. }
+                | PluginError::OutputLimit { .. }
+                | PluginError::InvalidOutput { .. }
+                | PluginError::Exit { .. }
+                | PluginError::Config { .. } => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn the_kind_lists_cannot_drift_from_the_variants() {
+        let kinds: Vec<&str> = one_of_each().iter().map(PluginError::kind).collect();
+        assert_eq!(
+            kinds,
+            PluginError::KINDS,
+            "KINDS lists every variant's kind, in order"
+        );
+        for k in PluginError::RECORD_KINDS {
+            assert!(PluginError::KINDS.contains(k), "{k}");
+        }
+        for e in one_of_each() {
+            let record_kind = PluginError::RECORD_KINDS.contains(&e.kind());
+            assert_eq!(
+                record_kind,
+                !e.is_module_error() && !matches!(e, PluginError::Config { .. }),
+                "{}",
+                e.kind()
+            );
+        }
     }
 }

@@ -28,6 +28,19 @@ pub struct Header<'a> {
     pub value: Option<&'a [u8]>,
 }
 
+impl<'a> Header<'a> {
+    /// Borrowed views of owned headers (name, value), as a host keeps them.
+    pub fn borrow_all(owned: &'a [(String, Option<Vec<u8>>)]) -> Vec<Header<'a>> {
+        owned
+            .iter()
+            .map(|(name, value)| Header {
+                name,
+                value: value.as_deref(),
+            })
+            .collect()
+    }
+}
+
 impl Record<'_> {
     /// Bytes of the v1 encoding, or `None` when a part exceeds the format's 32-bit lengths.
     pub(crate) fn encoded_len(&self) -> Option<usize> {

@@ -31,6 +31,10 @@ pub enum WorkerError {
         source: std::io::Error,
     },
 
+    /// A pipeline thread (poll, lane) exited or panicked: the worker drained what it could and stopped.
+    #[error("the worker is unhealthy: {reason}")]
+    Unhealthy { reason: String },
+
     /// A metric could not be registered (a programming error: duplicate names).
     #[error("metrics: {0}")]
     Metrics(#[from] prometheus::Error),
@@ -39,7 +43,7 @@ pub enum WorkerError {
 impl WorkerError {
     pub fn is_retriable(&self) -> bool {
         match self {
-            Self::Kafka(_) | Self::Io { .. } => true,
+            Self::Kafka(_) | Self::Io { .. } | Self::Unhealthy { .. } => true,
             Self::Plugin { error, .. } => error.is_retriable(),
             _ => false,
         }

@@ -4,14 +4,13 @@
 pub mod bindings;
 pub mod config;
 mod error;
+pub mod health;
+pub mod http;
+pub mod kinds;
+pub mod metrics;
+pub mod pipeline;
+pub mod sinks;
 pub mod units;
 
 pub use config::WorkerConfig;
 pub use error::WorkerError;
-pub mod dlq;
-pub mod http;
-pub mod metrics;
-pub mod pipeline;
-pub mod sinks;
-pub mod source;
-pub mod tracker;

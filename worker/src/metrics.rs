@@ -7,22 +7,6 @@ use prometheus::{
     exponential_buckets,
 };
 
-/// Error kinds a dead letter can have (the `kind` label and the `millrace.error.kind` header).
-pub const DEAD_LETTER_KINDS: &[&str] = &[
-    "invalid_input",
-    "out_of_fuel",
-    "timeout",
-    "memory_limit",
-    "trap",
-    "abi_violation",
-    "output_limit",
-    "invalid_output",
-    "exit",
-    "instantiate",
-    "output_not_allowed",
-    "store_rejected",
-];
-
 #[derive(Debug, Clone)]
 pub struct Metrics {
     pub registry: Registry,
@@ -35,6 +19,8 @@ pub struct Metrics {
     pub plugin_logs_dropped: IntCounterVec,
     pub plugin_info: IntGaugeVec,
     pub dead_letters: IntCounterVec,
+    pub acks_dropped: IntCounterVec,
+    pub stage_up: IntGaugeVec,
     pub sink_items: IntCounterVec,
     pub sink_batch_records: HistogramVec,
     pub sink_write_duration: HistogramVec,
@@ -121,6 +107,16 @@ impl Metrics {
                 "Records written to the dead-letter topic, by error kind",
                 &["kind"],
             )?,
+            acks_dropped: counter(
+                "millrace_acks_dropped_total",
+                "Acknowledgements dropped without being given back, by what became of the record (dead_lettered as unacknowledged, or redelivered)",
+                &["outcome"],
+            )?,
+            stage_up: gauge(
+                "millrace_stage_up",
+                "1 while every thread of a pipeline stage runs, 0 after one exited or panicked",
+                &["stage"],
+            )?,
             sink_items: counter(
                 "millrace_sink_items_total",
                 "Outputs written by a sink, by result (ok, rejected)",
@@ -198,8 +194,14 @@ impl Metrics {
     /// Creates the label sets known up front, so that every series exists (at zero) from the start: rates and
     /// alerts work before the first event, and dashboards find every metric.
     pub fn initialize(&self, sinks: &[&str]) {
-        for kind in DEAD_LETTER_KINDS {
-            self.dead_letters.with_label_values(&[kind]);
+        for kind in crate::kinds::DeadLetterKind::ALL {
+            self.dead_letters.with_label_values(&[kind.as_str()]);
+        }
+        for outcome in ["dead_lettered", "redelivered"] {
+            self.acks_dropped.with_label_values(&[outcome]);
+        }
+        for stage in ["poll", "lane"] {
+            self.stage_up.with_label_values(&[stage]).set(1);
         }
         for sink in sinks {
             for result in ["ok", "rejected"] {

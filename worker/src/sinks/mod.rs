@@ -7,6 +7,8 @@
 
 mod elasticsearch;
 mod influx;
+mod shim_start;
+pub use self::shim_start::{SinkTasks, Sinks};
 
 use std::time::{Duration, Instant};
 

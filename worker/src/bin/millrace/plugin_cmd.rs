@@ -271,14 +271,7 @@ fn read_inputs(args: &TestArgs) -> Result<Vec<Input>> {
 }
 
 fn process(inst: &mut millrace_runtime::PluginInstance, input: &Input) -> Processed {
-    let headers: Vec<Header<'_>> = input
-        .headers
-        .iter()
-        .map(|(n, v)| Header {
-            name: n,
-            value: v.as_deref(),
-        })
-        .collect();
+    let headers = Header::borrow_all(&input.headers);
     inst.process(&Record {
         topic: &input.topic,
         partition: input.partition,

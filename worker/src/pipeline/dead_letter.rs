@@ -1,4 +1,4 @@
-//! The dead-letter topic: a record that cannot be written (the plugin rejected or failed it, an output was
+//! The dead-letter stage of the pipeline: a record that cannot be written (the plugin rejected or failed it, an output was
 //! not allowed, a store refused it) goes there with its original key, value and headers, plus headers saying
 //! why and where it came from. Writing it is part of the record's completion: its offset is not committed
 //! until the dead letter is acknowledged (idempotent producer, `acks=all`); a failing dead-letter topic is
@@ -12,10 +12,11 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::util::Timeout;
 
+use super::ack::{Dropped, Fallback, InFlight, Share};
 use crate::WorkerError;
 use crate::config::KafkaConfig;
+use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
-use crate::pipeline::InFlight;
 use crate::sinks::Backoff;
 
 /// Header names of a dead letter (besides the original record's headers).
@@ -37,6 +38,8 @@ pub struct DeadLetters {
     topic: Arc<str>,
     metrics: Metrics,
     runtime: tokio::runtime::Handle,
+    /// Set once the pipeline committed its last offsets (see `Fallback::is_closed`).
+    closed: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -69,42 +72,21 @@ impl DeadLetters {
             topic: topic.into(),
             metrics,
             runtime,
+            closed: Arc::default(),
         })
     }
 
-    /// Sends `record` to the dead-letter topic, then finishes the item it stands for in the record's
-    /// completion. Only the first dead letter of a record is written; later ones complete at once (the record is
-    /// finished only when the first is acknowledged anyway).
-    pub fn send(&self, record: Arc<InFlight>, kind: &str, message: String) {
-        if record
-            .dead_lettered
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-        {
-            record.completion.done();
-            return;
-        }
-        self.metrics.dead_letters.with_label_values(&[kind]).inc();
-        tracing::debug!(topic = %record.topic, partition = record.partition, offset = record.offset, kind,
-            %message, "dead-lettering a record");
-        let this = self.clone();
-        let kind = kind.to_string();
-        self.runtime.spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-            loop {
-                match this.write(&record, &kind, &message).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(topic = %this.topic, error = %e, ?delay, "dead-letter write failed; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-            record.completion.done();
-        });
+    /// Marks the pipeline closed: its last offsets are committed, nothing finished from now on matters.
+    pub fn close(&self) {
+        self.closed.store(true, std::sync::atomic::Ordering::Release);
     }
 
-    async fn write(&self, r: &InFlight, kind: &str, message: &str) -> Result<(), rdkafka::error::KafkaError> {
+    async fn write(
+        &self,
+        r: &InFlight,
+        kind: DeadLetterKind,
+        message: &str,
+    ) -> Result<(), rdkafka::error::KafkaError> {
         let partition = r.partition.to_string();
         let offset = r.offset.to_string();
         let timestamp = r.timestamp_ms.map(|t| t.to_string());
@@ -121,7 +103,7 @@ impl DeadLetters {
             .get()
             .map_or(("none", ""), |(b, d)| (b.as_ref(), d.as_ref()));
         for (key, value) in [
-            (headers::KIND, Some(kind)),
+            (headers::KIND, Some(kind.as_str())),
             (headers::MESSAGE, Some(message.as_str())),
             (headers::PLUGIN_DIGEST, Some(digest)),
             (headers::BINDING, Some(binding)),
@@ -157,5 +139,55 @@ impl DeadLetters {
         if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
             tracing::warn!(error = %e, "flushing dead letters");
         }
+    }
+}
+
+impl Fallback for DeadLetters {
+    /// Sends the share's record to the dead-letter topic, then finishes the share. Only the first dead letter
+    /// of a record is written; later ones finish at once (the record is finished only when the first is
+    /// acknowledged anyway).
+    fn dead_letter(&self, share: Share, kind: DeadLetterKind, message: String) {
+        let record = share.record();
+        if record
+            .dead_lettered
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            share.finish();
+            return;
+        }
+        self.metrics
+            .dead_letters
+            .with_label_values(&[kind.as_str()])
+            .inc();
+        tracing::debug!(topic = %record.topic, partition = record.partition, offset = record.offset,
+            kind = kind.as_str(), %message, "dead-lettering a record");
+        // Given up (the runtime shuts down), the share leaves the record to be delivered again.
+        let share = share.redeliver_if_dropped();
+        let this = self.clone();
+        self.runtime.spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+            loop {
+                match this.write(share.record(), kind, &message).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        let delay = backoff.next_delay();
+                        tracing::warn!(topic = %this.topic, error = %e, ?delay, "dead-letter write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                }
+            }
+            share.finish();
+        });
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn dropped(&self, _record: &InFlight, outcome: Dropped) {
+        self.metrics
+            .acks_dropped
+            .with_label_values(&[outcome.as_str()])
+            .inc();
     }
 }

@@ -1,0 +1,358 @@
+//! Stages 1 and 6 of the pipeline, the Kafka side: a consumer in the group with cooperative-sticky
+//! assignment and regex subscriptions; the poll thread that takes records, registers them with their
+//! partition's tracker and hands them to the lane of their partition; offsets stored by the pipeline (never
+//! automatically, never past an unfinished record) and committed in the background; partitions paused while
+//! too many of their records are in flight; and the rebalance hooks that drain a revoked partition's in-flight
+//! records, store its final offset and commit before letting it go.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::message::Headers;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+
+use super::ack::{Fallback, InFlight, RecordData, Share};
+use super::offsets::PartitionTracker;
+use crate::WorkerError;
+use crate::bindings::{self, BindingTable};
+use crate::config::WorkerConfig;
+use crate::metrics::Metrics;
+
+/// Assigned partitions and their trackers, shared by the poll loop and the rebalance hooks.
+pub type Trackers = Arc<Mutex<HashMap<(String, i32), Arc<PartitionTracker>>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// librdkafka callbacks: rebalances and statistics.
+#[derive(Debug)]
+pub struct SourceContext {
+    pub trackers: Trackers,
+    pub metrics: Metrics,
+    pub drain_timeout: Duration,
+    /// Set once the first assignment (possibly empty) arrived: the worker is in the group.
+    pub joined: Arc<AtomicBool>,
+}
+
+/// Waits until the trackers have nothing in flight, or the timeout.
+pub fn drain(trackers: &[Arc<PartitionTracker>], timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left: usize = trackers.iter().map(|t| t.in_flight()).sum();
+        if left == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            tracing::warn!(
+                in_flight = left,
+                ?timeout,
+                "drain timed out; those records will be delivered again"
+            );
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Stores the committable offsets of `trackers` in the consumer (committed by the next commit).
+pub fn store_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, trackers: &[Arc<PartitionTracker>]) {
+    let mut tpl = TopicPartitionList::new();
+    for t in trackers {
+        if t.is_revoked() {
+            continue;
+        }
+        if let Some(o) = t.take_committable() {
+            let _ = tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(o));
+        }
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.store_offsets(&tpl)
+    {
+        tracing::debug!(error = %e, "storing offsets (a partition may just have been revoked)");
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let Rebalance::Revoke(tpl) = rebalance else { return };
+        self.metrics.rebalances.with_label_values(&["revoke"]).inc();
+        let revoked: Vec<Arc<PartitionTracker>> = {
+            let trackers = lock(&self.trackers);
+            tpl.elements()
+                .iter()
+                .filter_map(|e| trackers.get(&(e.topic().to_string(), e.partition())).cloned())
+                .collect()
+        };
+        tracing::info!(
+            partitions = revoked.len(),
+            "partitions revoked: draining in-flight records"
+        );
+        let drained = drain(&revoked, self.drain_timeout);
+        store_offsets(consumer, &revoked);
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "commit on revoke");
+        }
+        let mut trackers = lock(&self.trackers);
+        for t in &revoked {
+            t.revoke();
+            trackers.remove(&(t.topic.clone(), t.partition));
+        }
+        self.metrics.assigned_partitions.set(trackers.len() as i64);
+        tracing::info!(partitions = revoked.len(), drained, "partitions released");
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                self.metrics.rebalances.with_label_values(&["assign"]).inc();
+                let mut trackers = lock(&self.trackers);
+                for e in tpl.elements() {
+                    trackers
+                        .entry((e.topic().to_string(), e.partition()))
+                        .or_insert_with(|| PartitionTracker::new(e.topic(), e.partition()));
+                }
+                self.metrics.assigned_partitions.set(trackers.len() as i64);
+                self.joined.store(true, Ordering::Release);
+                tracing::info!(
+                    added = tpl.count(),
+                    assigned = trackers.len(),
+                    "partitions assigned"
+                );
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
+/// Creates the consumer and subscribes it to every binding's topics.
+pub fn consumer(
+    config: &WorkerConfig,
+    subscriptions: &[String],
+    context: SourceContext,
+) -> Result<BaseConsumer<SourceContext>, WorkerError> {
+    let k = &config.kafka;
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "true")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.commit.interval.ms", "1000")
+        .set("auto.offset.reset", &k.auto_offset_reset)
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("session.timeout.ms", k.session_timeout.as_millis().to_string())
+        .set(
+            "statistics.interval.ms",
+            k.statistics_interval.as_millis().to_string(),
+        )
+        // New client topics matching a regex binding are found within this time.
+        .set("topic.metadata.refresh.interval.ms", "10000");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    let consumer: BaseConsumer<SourceContext> = c.create_with_context(context)?;
+    let refs: Vec<&str> = subscriptions.iter().map(String::as_str).collect();
+    if !refs.is_empty() {
+        consumer.subscribe(&refs)?;
+    }
+    tracing::info!(group = %k.group_id, topics = ?subscriptions, "subscribed");
+    Ok(consumer)
+}
+
+/// What the poll thread needs.
+pub(super) struct Poll {
+    pub consumer: BaseConsumer<SourceContext>,
+    pub trackers: Trackers,
+    /// One queue per lane.
+    pub lanes: Vec<mpsc::Sender<Share>>,
+    pub table: Arc<BindingTable>,
+    pub metrics: Metrics,
+    pub fallback: Arc<dyn Fallback>,
+    /// Set by `run()` to stop taking records.
+    pub stop: Arc<AtomicBool>,
+    pub max_in_flight: usize,
+    pub drain_timeout: Duration,
+}
+
+/// Per topic: its name, shared by every record; per partition: the tracker.
+struct TopicInfo {
+    name: Arc<str>,
+    partitions: HashMap<i32, Arc<PartitionTracker>>,
+}
+
+impl Poll {
+    /// The poll thread: takes records, dispatches them to lanes, stores offsets, pauses and resumes; at the
+    /// end (stop, or a lane gone) drains what is in flight, commits and leaves the group.
+    pub(super) fn run(self) {
+        let mut paused: HashSet<(String, i32)> = HashSet::new();
+        let mut last_housekeeping = Instant::now();
+        let mut topics: HashMap<String, TopicInfo> = HashMap::new();
+        let mut generation = self.table.generation();
+        let mut subscribed = bindings::subscriptions(&self.table.snapshot());
+        while !self.stop.load(Ordering::Acquire) {
+            // Bindings changed: subscribe to the new set of topics (a rebalance hands out their partitions).
+            if self.table.generation() != generation {
+                generation = self.table.generation();
+                let subs = bindings::subscriptions(&self.table.snapshot());
+                if subs != subscribed {
+                    let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
+                    match self.consumer.subscribe(&refs) {
+                        Ok(()) => {
+                            tracing::info!(topics = ?subs, "subscription changed");
+                            subscribed = subs;
+                        }
+                        Err(e) => tracing::error!(error = %e, "changing the subscription"),
+                    }
+                }
+            }
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(msg)) => {
+                    let share = self.take(&msg, &mut topics);
+                    let lane = lane_of(msg.topic(), msg.partition(), self.lanes.len());
+                    if self.lanes[lane].send(share).is_err() {
+                        // The record's share comes back in the error and is dropped: dead-lettered visibly.
+                        tracing::error!(lane, "a lane stopped; stopping");
+                        break;
+                    }
+                }
+                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+                None => {}
+            }
+            if last_housekeeping.elapsed() >= Duration::from_millis(50) {
+                last_housekeeping = Instant::now();
+                self.housekeeping(&mut paused);
+            }
+        }
+
+        // Shutdown: take no more records, drain what is in flight, commit, leave the group.
+        if let Ok(assignment) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&assignment);
+        }
+        let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
+        let drained = drain(&all, self.drain_timeout);
+        store_offsets(&self.consumer, &all);
+        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "final commit");
+        }
+        tracing::info!(drained, "offsets committed; leaving the group");
+        self.consumer.unsubscribe();
+    }
+
+    /// Registers a record with its partition's tracker; returns its processing share.
+    fn take(
+        &self,
+        msg: &rdkafka::message::BorrowedMessage<'_>,
+        topics: &mut HashMap<String, TopicInfo>,
+    ) -> Share {
+        let topic = msg.topic();
+        let info = topics.entry(topic.to_string()).or_insert_with(|| TopicInfo {
+            name: Arc::from(topic),
+            partitions: HashMap::new(),
+        });
+        let partition = msg.partition();
+        let tracker = match info.partitions.get(&partition) {
+            Some(t) if !t.is_revoked() => t.clone(),
+            _ => {
+                let t = lock(&self.trackers)
+                    .entry((topic.to_string(), partition))
+                    .or_insert_with(|| PartitionTracker::new(topic, partition))
+                    .clone();
+                info.partitions.insert(partition, t.clone());
+                t
+            }
+        };
+        let headers = msg
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        InFlight::begin(
+            tracker,
+            info.name.clone(),
+            msg.offset(),
+            RecordData {
+                timestamp_ms: msg.timestamp().to_millis(),
+                key: msg.key().map(<[u8]>::to_vec),
+                value: msg.payload().map(<[u8]>::to_vec),
+                headers,
+            },
+            Some(self.metrics.record_latency.clone()),
+            self.fallback.clone(),
+        )
+    }
+
+    /// Offsets to store, partitions to pause or resume, gauges.
+    fn housekeeping(&self, paused: &mut HashSet<(String, i32)>) {
+        let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
+        store_offsets(&self.consumer, &all);
+        let mut in_flight = 0;
+        let mut to_pause = TopicPartitionList::new();
+        let mut to_resume = TopicPartitionList::new();
+        let assigned: HashSet<(String, i32)> = all.iter().map(|t| (t.topic.clone(), t.partition)).collect();
+        paused.retain(|k| assigned.contains(k));
+        for t in &all {
+            let n = t.in_flight();
+            in_flight += n;
+            let key = (t.topic.clone(), t.partition);
+            if n >= self.max_in_flight && !paused.contains(&key) {
+                to_pause.add_partition(&t.topic, t.partition);
+                paused.insert(key);
+            } else if n <= self.max_in_flight / 2 && paused.contains(&key) {
+                to_resume.add_partition(&t.topic, t.partition);
+                paused.remove(&key);
+            }
+        }
+        if to_pause.count() > 0 {
+            tracing::info!(
+                partitions = to_pause.count(),
+                "pausing partitions: too many records in flight"
+            );
+            if let Err(e) = self.consumer.pause(&to_pause) {
+                tracing::warn!(error = %e, "pause");
+            }
+        }
+        if to_resume.count() > 0 {
+            tracing::info!(partitions = to_resume.count(), "resuming partitions");
+            if let Err(e) = self.consumer.resume(&to_resume) {
+                tracing::warn!(error = %e, "resume");
+            }
+        }
+        self.metrics.in_flight.set(in_flight as i64);
+        self.metrics.paused_partitions.set(paused.len() as i64);
+    }
+}
+
+/// Lane of a partition: records of one partition always go to the same lane, in order.
+fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    partition.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
+}

@@ -1,0 +1,137 @@
+//! Stage 6 of the pipeline, offsets: at-least-once bookkeeping per partition. Every record taken from a
+//! partition is tracked until each of its outputs was acknowledged by its store or the record was written to
+//! the dead-letter topic (`ack.rs` says when). The partition's committable
+//! offset only ever moves to the first record that is not finished yet: an offset is never stored past an
+//! unwritten record, whatever order the stores acknowledge in.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The state of one assigned partition.
+#[derive(Debug)]
+pub struct PartitionTracker {
+    pub topic: String,
+    pub partition: i32,
+    state: Mutex<State>,
+    revoked: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// Offsets taken and not finished.
+    pending: BTreeSet<i64>,
+    /// One past the highest offset taken.
+    end: Option<i64>,
+    /// The committable offset last handed out by `take_committable`.
+    stored: Option<i64>,
+    /// The lowest record given up without being written (its binding was removed): the committable offset
+    /// never passes it, so the records stay where they were for whoever consumes them next.
+    abandoned: Option<i64>,
+}
+
+fn committable(s: &State) -> Option<i64> {
+    let c = s.pending.first().copied().or(s.end)?;
+    Some(s.abandoned.map_or(c, |a| a.min(c)))
+}
+
+fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PartitionTracker {
+    pub fn new(topic: &str, partition: i32) -> Arc<Self> {
+        Arc::new(Self {
+            topic: topic.to_string(),
+            partition,
+            state: Mutex::new(State::default()),
+            revoked: AtomicBool::new(false),
+        })
+    }
+
+    /// Registers a record taken from the partition (offsets arrive in increasing order).
+    pub fn begin(&self, offset: i64) {
+        let mut s = lock(&self.state);
+        s.pending.insert(offset);
+        s.end = Some(s.end.map_or(offset + 1, |e| e.max(offset + 1)));
+    }
+
+    /// Marks a record finished (all outputs acknowledged or dead-lettered).
+    pub fn finish(&self, offset: i64) {
+        lock(&self.state).pending.remove(&offset);
+    }
+
+    /// Gives a record up: it leaves the in-flight set (a drain does not wait for it) but the committable
+    /// offset stops before it.
+    pub fn abandon(&self, offset: i64) {
+        let mut s = lock(&self.state);
+        s.pending.remove(&offset);
+        s.abandoned = Some(s.abandoned.map_or(offset, |a| a.min(offset)));
+    }
+
+    /// Records taken and not finished.
+    pub fn in_flight(&self) -> usize {
+        lock(&self.state).pending.len()
+    }
+
+    /// The offset to commit (the next one to consume): the first unfinished record, or one past the last
+    /// record taken when all are finished. `None` before the first record.
+    pub fn committable(&self) -> Option<i64> {
+        committable(&lock(&self.state))
+    }
+
+    /// The committable offset if it moved since the last call.
+    pub fn take_committable(&self) -> Option<i64> {
+        let mut s = lock(&self.state);
+        let c = committable(&s)?;
+        if s.stored == Some(c) {
+            return None;
+        }
+        s.stored = Some(c);
+        Some(c)
+    }
+
+    pub fn revoke(&self) {
+        self.revoked.store(true, Ordering::Release);
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_committable_offset_waits_for_the_oldest_unfinished_record() {
+        let t = PartitionTracker::new("t", 0);
+        assert_eq!(t.committable(), None);
+        for o in 10..13 {
+            t.begin(o);
+        }
+        t.finish(12);
+        assert_eq!(t.committable(), Some(10), "10 is still running");
+        t.finish(10);
+        assert_eq!(t.committable(), Some(11), "11 waits for its outputs");
+        t.finish(11);
+        assert_eq!(t.committable(), Some(13));
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.take_committable(), Some(13));
+        assert_eq!(t.take_committable(), None, "only when it moves");
+    }
+
+    #[test]
+    fn abandoned_records_hold_the_offset_back_without_blocking_a_drain() {
+        let t = PartitionTracker::new("t", 0);
+        for o in 5..8 {
+            t.begin(o);
+        }
+        t.finish(5);
+        t.abandon(6);
+        t.finish(7);
+        assert_eq!(t.in_flight(), 0, "nothing to wait for");
+        assert_eq!(t.committable(), Some(6), "but 6 and later stay uncommitted");
+    }
+}
