@@ -30,6 +30,39 @@ pub enum Credentials {
     },
 }
 
+/// Credentials given in a way that cannot be used: half of a user name and password, or two kinds at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CredentialsError {
+    #[error("a user name needs a password")]
+    UsernameWithoutPassword,
+    #[error("a password needs a user name")]
+    PasswordWithoutUsername,
+    #[error("give a user name and password or a Docker config, not both")]
+    BasicAndDockerConfig,
+}
+
+impl Credentials {
+    /// The one reading of the ways credentials are given, shared by the worker's configuration and the
+    /// command line: a user name with its password (basic, following the registry's token flow), a Docker
+    /// `config.json`, or none of them (anonymous).
+    pub fn from_parts(
+        username: Option<String>,
+        password: Option<String>,
+        docker_config: Option<PathBuf>,
+    ) -> Result<Self, CredentialsError> {
+        match (username, password, docker_config) {
+            (Some(username), Some(password), None) => Ok(Self::Basic { username, password }),
+            (None, None, Some(path)) => Ok(Self::DockerConfig { path }),
+            (None, None, None) => Ok(Self::Anonymous),
+            (Some(_), Some(_), Some(_)) | (Some(_), None, Some(_)) | (None, Some(_), Some(_)) => {
+                Err(CredentialsError::BasicAndDockerConfig)
+            }
+            (Some(_), None, None) => Err(CredentialsError::UsernameWithoutPassword),
+            (None, Some(_), None) => Err(CredentialsError::PasswordWithoutUsername),
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -161,5 +194,34 @@ mod tests {
             password: "hunter2".into(),
         };
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn credentials_are_one_of_three_ways() {
+        let some = |s: &str| Some(s.to_string());
+        assert!(matches!(
+            Credentials::from_parts(some("u"), some("p"), None),
+            Ok(Credentials::Basic { .. })
+        ));
+        assert!(matches!(
+            Credentials::from_parts(None, None, Some("c.json".into())),
+            Ok(Credentials::DockerConfig { .. })
+        ));
+        assert!(matches!(
+            Credentials::from_parts(None, None, None),
+            Ok(Credentials::Anonymous)
+        ));
+        assert_eq!(
+            Credentials::from_parts(some("u"), None, None).unwrap_err(),
+            CredentialsError::UsernameWithoutPassword
+        );
+        assert_eq!(
+            Credentials::from_parts(None, some("p"), None).unwrap_err(),
+            CredentialsError::PasswordWithoutUsername
+        );
+        assert_eq!(
+            Credentials::from_parts(some("u"), some("p"), Some("c.json".into())).unwrap_err(),
+            CredentialsError::BasicAndDockerConfig
+        );
     }
 }

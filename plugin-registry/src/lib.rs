@@ -17,10 +17,12 @@ mod oci;
 mod reference;
 mod store;
 
-pub use auth::Credentials;
+pub use auth::{Credentials, CredentialsError};
 pub use cache::sha256;
 pub use error::RegistryError;
 pub use media::{CONFIG_TYPES, ORAS_DEFAULT_LAYER, WASM_LAYER_TYPES};
 pub use metrics::RegistryMetrics;
 pub use reference::PluginRef;
-pub use store::{Fetched, Loaded, PluginStore, PullPolicy, RegistryConfig, Resolved, Source};
+pub use store::{
+    Fetched, Loaded, PluginStore, PullPolicy, PullPolicyParseError, RegistryConfig, Resolved, Source,
+};

@@ -26,6 +26,35 @@ pub enum PullPolicy {
     Interval(Duration),
 }
 
+/// A pull policy that is neither `if-not-present`, `always` nor a duration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{value}` is not a pull policy: give if-not-present, always or a duration such as 5m ({reason})")]
+pub struct PullPolicyParseError {
+    /// What was given.
+    pub value: String,
+    /// Why it is not a duration either.
+    pub reason: String,
+}
+
+/// The one reading of a pull policy, shared by the worker's configuration and the command line:
+/// `if-not-present` (or `IfNotPresent`, as Kubernetes writes it), `always` (`Always`), or a duration (`5m`).
+impl std::str::FromStr for PullPolicy {
+    type Err = PullPolicyParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "if-not-present" | "IfNotPresent" => Ok(Self::IfNotPresent),
+            "always" | "Always" => Ok(Self::Always),
+            other => humantime::parse_duration(other)
+                .map(Self::Interval)
+                .map_err(|e| PullPolicyParseError {
+                    value: other.to_string(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+}
+
 /// Settings of the plugin store.
 #[derive(Debug, Clone)]
 pub struct RegistryConfig {
@@ -543,5 +572,25 @@ impl PluginStore {
             .compile(wasm)
             .map_err(|error| RegistryError::Plugin { digest, error })?;
         self.inner.source.push(reference, wasm, file_name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_policies_parse_from_their_names_or_a_duration() {
+        assert_eq!("if-not-present".parse(), Ok(PullPolicy::IfNotPresent));
+        assert_eq!("IfNotPresent".parse(), Ok(PullPolicy::IfNotPresent));
+        assert_eq!("always".parse(), Ok(PullPolicy::Always));
+        assert_eq!("Always".parse(), Ok(PullPolicy::Always));
+        assert_eq!("5m".parse(), Ok(PullPolicy::Interval(Duration::from_secs(300))));
+        let err = "sometimes".parse::<PullPolicy>().unwrap_err();
+        assert_eq!(err.value, "sometimes");
+        assert!(
+            err.to_string().contains("if-not-present, always or a duration"),
+            "{err}"
+        );
     }
 }

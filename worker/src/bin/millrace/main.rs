@@ -58,6 +58,9 @@ enum BindingsCommand {
 enum ConfigCommand {
     /// Validate a configuration (with environment overrides) and print it resolved, secrets redacted.
     Check { file: std::path::PathBuf },
+    /// Print the configuration reference (markdown) generated from the worker's source:
+    /// `millrace config docs > docs/configuration.md`.
+    Docs,
 }
 
 fn main() -> std::process::ExitCode {
@@ -71,6 +74,10 @@ fn main() -> std::process::ExitCode {
         Command::Plugin(cmd) => plugin_cmd::run(cmd),
         Command::Worker { config } => worker(&config),
         Command::Config(ConfigCommand::Check { file }) => config_check(&file),
+        Command::Config(ConfigCommand::Docs) => {
+            print!("{}", millrace_worker::config::reference_markdown());
+            Ok(std::process::ExitCode::SUCCESS)
+        }
         Command::Bindings(BindingsCommand::Check {
             file,
             config,

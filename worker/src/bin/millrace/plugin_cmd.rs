@@ -13,7 +13,7 @@ use millrace_runtime::{
 use serde_json::{Value, json};
 
 use millrace_plugin_registry::{
-    Credentials, PluginRef, PluginStore, PullPolicy, RegistryConfig, RegistryMetrics,
+    Credentials, CredentialsError, PluginRef, PluginStore, PullPolicy, RegistryConfig, RegistryMetrics,
 };
 
 use millrace_worker::units::{parse_duration, parse_size};
@@ -488,33 +488,30 @@ fn default_cache_dir() -> PathBuf {
         .join("millrace/plugins")
 }
 
-fn parse_pull_policy(s: &str) -> Result<PullPolicy> {
-    Ok(match s {
-        "always" | "Always" => PullPolicy::Always,
-        "if-not-present" | "IfNotPresent" => PullPolicy::IfNotPresent,
-        other => PullPolicy::Interval(
-            parse_duration(other)
-                .map_err(|e| anyhow::anyhow!("--pull-policy: always, if-not-present or a duration: {e}"))?,
-        ),
-    })
-}
-
 fn store(args: &RegistryArgs, reference: &PluginRef, runtime: Runtime) -> Result<PluginStore> {
     let mut config = RegistryConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
-    config.pull_policy = parse_pull_policy(&args.pull_policy)?;
+    config.pull_policy = args
+        .pull_policy
+        .parse::<PullPolicy>()
+        .map_err(|e| anyhow::anyhow!("--pull-policy: {e}"))?;
     if args.insecure {
         config.insecure_registries.push(reference.registry().to_string());
     }
     config.ca_file = args.ca_file.clone();
-    config.credentials = match (&args.username, &args.password, &args.docker_config) {
-        (Some(u), Some(p), _) => Credentials::Basic {
-            username: u.clone(),
-            password: p.clone(),
-        },
-        (Some(_), None, _) => bail!("--username needs --password (or MILLRACE_REGISTRY_PASSWORD)"),
-        (None, _, Some(path)) => Credentials::DockerConfig { path: path.clone() },
-        _ => Credentials::Anonymous,
-    };
+    // Flags may come from the environment (MILLRACE_REGISTRY_PASSWORD, DOCKER_CONFIG_JSON): a user name given
+    // wins over a Docker config, and a password without a user name is left unused.
+    let basic = args.username.is_some();
+    config.credentials = Credentials::from_parts(
+        args.username.clone(),
+        args.password.clone().filter(|_| basic),
+        args.docker_config.clone().filter(|_| !basic),
+    )
+    .map_err(|e| match e {
+        CredentialsError::UsernameWithoutPassword => {
+            anyhow::anyhow!("--username needs --password (or MILLRACE_REGISTRY_PASSWORD)")
+        }
+        other => anyhow::anyhow!("registry credentials: {other}"),
+    })?;
     Ok(PluginStore::new(
         config,
         runtime,

@@ -1,0 +1,288 @@
+//! `[[bindings]]` and `[reload]`: which plugin processes which topics, under which limits, and how often a
+//! bindings file is re-read. Bindings are read in two places (inline in the worker configuration, and from a
+//! bindings file that is reloaded live), so their declaration and validation live here, apart from the rest.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::{config_error, invalid};
+use crate::WorkerError;
+
+/// One or more, here or in `bindings_file`: a client's topics and the plugin that transforms their records.
+///
+/// A topic belongs to the first binding that matches it.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingSection {
+    /// Label of the binding in metrics, logs and dead-letter headers.
+    #[schemars(extend("x-default" = "the topic or regex"))]
+    name: Option<String>,
+    /// A topic name (give `topic` or `topic_regex`).
+    topic: Option<String>,
+    /// A regular expression of topic names (anchored with `^` if not already); new matching topics are
+    /// consumed without a restart.
+    topic_regex: Option<String>,
+    /// OCI reference: `registry/repository@sha256:...` (pinned) or `:tag` (resolved per
+    /// `registry.pull_policy`).
+    plugin: String,
+    /// Index name prefixes the plugin may write documents to; `"*"` allows any. Others are dead-lettered as
+    /// `output_not_allowed`.
+    #[serde(default)]
+    allowed_indices: Vec<String>,
+    /// Measurement name prefixes the plugin may write points to; `"*"` allows any.
+    #[serde(default)]
+    allowed_measurements: Vec<String>,
+    /// Sandbox limits applied to every record of this binding.
+    #[serde(default)]
+    limits: LimitsSection,
+    /// Sample record values; a new plugin version is applied only if each produces outputs without error.
+    #[serde(default)]
+    smoke: Vec<String>,
+}
+
+/// Limits of the plugin's sandbox, applied to every record of the binding.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsSection {
+    /// Fuel (roughly, WebAssembly instructions) one record may use.
+    fuel: u64,
+    /// Largest linear memory the plugin may grow to.
+    #[serde(with = "crate::units::size")]
+    #[schemars(schema_with = "crate::units::size::schema")]
+    memory: u64,
+    /// Wall-clock deadline of one record.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    timeout: Duration,
+    /// Most outputs (points plus documents) one record may produce.
+    max_outputs: u32,
+    /// Most output bytes (lines, index names, bodies, ids) one record may produce.
+    #[serde(with = "crate::units::size")]
+    #[schemars(schema_with = "crate::units::size::schema")]
+    max_output_bytes: u64,
+    /// Log lines kept per record; more are dropped and counted.
+    max_log_lines: u32,
+    /// Real clocks for the plugin; without them its clock reads the record's timestamp, so a replayed record
+    /// produces the same outputs.
+    grant_clock: bool,
+}
+
+impl Default for LimitsSection {
+    /// The runtime's defaults.
+    fn default() -> Self {
+        let d = millrace_runtime::Limits::default();
+        Self {
+            fuel: d.fuel_per_record,
+            memory: d.max_memory_bytes,
+            timeout: d.timeout,
+            max_outputs: d.max_outputs_per_record,
+            max_output_bytes: d.max_output_bytes_per_record,
+            max_log_lines: d.max_log_lines_per_record,
+            grant_clock: d.grant_clock,
+        }
+    }
+}
+
+impl LimitsSection {
+    fn limits(self) -> millrace_runtime::Limits {
+        millrace_runtime::Limits {
+            fuel_per_record: self.fuel,
+            max_memory_bytes: self.memory,
+            timeout: self.timeout,
+            max_outputs_per_record: self.max_outputs,
+            max_output_bytes_per_record: self.max_output_bytes,
+            max_log_lines_per_record: self.max_log_lines,
+            grant_clock: self.grant_clock,
+            ..millrace_runtime::Limits::default()
+        }
+    }
+}
+
+/// Bindings live: how `bindings_file` is followed.
+///
+/// A change is applied per binding: the new plugin version is pulled, verified, compiled and smoke-checked in
+/// the background, then swapped in at a record boundary (each record is processed by exactly one version; the
+/// version is the `plugin` label of `millrace_outputs_total`, `millrace_plugin_info`, and the
+/// `millrace.plugin.digest` header of dead letters). A version that cannot be pulled, fails verification or
+/// compilation, speaks another ABI, or fails its smoke samples is refused: the previous one keeps running,
+/// and `millrace_reloads_total{result="refused",reason=...}` counts it. A version refused for a reason a retry
+/// cannot fix is refused once, not at every check: it is tried again when the binding's entry or the tag's
+/// digest changes, or on `SIGHUP`; a registry that cannot be reached is retried at every check. A malformed
+/// file is refused whole (reason `invalid_bindings`) and the last good bindings stay. A new binding's topics
+/// are subscribed; a removed binding's partitions stop being processed and their committed offsets stay
+/// where they were. `millrace bindings check FILE` runs the same checks offline (for CI).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadSection {
+    /// How often the bindings file is checked and tag references are re-resolved (per
+    /// `registry.pull_policy`); `SIGHUP` checks at once.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    pub(super) interval: Duration,
+}
+
+impl Default for ReloadSection {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A bindings file: `[[bindings]]` entries and nothing else.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BindingsFile {
+    #[serde(default)]
+    bindings: Vec<BindingSection>,
+}
+
+/// What a binding's topics are.
+#[derive(Debug, Clone)]
+pub enum TopicMatch {
+    Name(String),
+    Regex(regex::Regex),
+}
+
+impl TopicMatch {
+    pub fn matches(&self, topic: &str) -> bool {
+        match self {
+            Self::Name(n) => n == topic,
+            Self::Regex(r) => r.is_match(topic),
+        }
+    }
+
+    /// The subscription pattern librdkafka understands (regexes start with `^`).
+    pub fn subscription(&self) -> String {
+        match self {
+            Self::Name(n) => n.clone(),
+            Self::Regex(r) => r.as_str().to_string(),
+        }
+    }
+}
+
+/// A validated binding.
+#[derive(Debug, Clone)]
+pub struct BindingConfig {
+    pub name: String,
+    pub topics: TopicMatch,
+    pub plugin: String,
+    /// Index name prefixes documents may go to; `*` allows any.
+    pub allowed_indices: Vec<String>,
+    /// Measurement name prefixes points may go to; `*` allows any.
+    pub allowed_measurements: Vec<String>,
+    pub limits: millrace_runtime::Limits,
+    /// Sample record values a new plugin version must process into outputs, without errors.
+    pub smoke: Vec<String>,
+}
+
+fn allowed(prefixes: &[String], name: &str) -> bool {
+    prefixes.iter().any(|p| p == "*" || name.starts_with(p.as_str()))
+}
+
+impl BindingConfig {
+    pub fn allows_index(&self, index: &str) -> bool {
+        allowed(&self.allowed_indices, index)
+    }
+
+    pub fn allows_measurement(&self, measurement: &str) -> bool {
+        allowed(&self.allowed_measurements, measurement)
+    }
+}
+
+impl BindingSection {
+    /// Checks one binding; `key` makes the full key of a field (`bindings[0].topic`).
+    fn validate(self, key: impl Fn(&str) -> String) -> Result<BindingConfig, WorkerError> {
+        let topics = match (self.topic, self.topic_regex) {
+            (Some(t), None) if !t.is_empty() => TopicMatch::Name(t),
+            (None, Some(r)) => {
+                let r = if r.starts_with('^') { r } else { format!("^{r}") };
+                TopicMatch::Regex(regex::Regex::new(&r).map_err(|e| invalid(&key("topic_regex"), e))?)
+            }
+            _ => {
+                return Err(invalid(
+                    &key("topic"),
+                    "give exactly one of `topic` and `topic_regex`",
+                ));
+            }
+        };
+        millrace_plugin_registry::PluginRef::parse(&self.plugin).map_err(|e| invalid(&key("plugin"), e))?;
+        let limits = self.limits.limits();
+        limits
+            .validate(&millrace_runtime::EngineConfig::default())
+            .map_err(|e| invalid(&key("limits"), e))?;
+        Ok(BindingConfig {
+            name: self.name.unwrap_or_else(|| topics.subscription()),
+            topics,
+            plugin: self.plugin,
+            allowed_indices: self.allowed_indices,
+            allowed_measurements: self.allowed_measurements,
+            limits,
+            smoke: self.smoke,
+        })
+    }
+}
+
+/// Validates bindings; `what` prefixes the keys in errors (`bindings`, or the file's name).
+pub(super) fn validate_bindings(
+    sections: Vec<BindingSection>,
+    what: &str,
+) -> Result<Vec<BindingConfig>, WorkerError> {
+    let bindings = sections
+        .into_iter()
+        .enumerate()
+        .map(|(i, b)| b.validate(|field| format!("{what}[{i}].{field}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut names = HashSet::new();
+    for b in &bindings {
+        if !names.insert(b.name.as_str()) {
+            return Err(invalid(what, format!("two bindings are named `{}`", b.name)));
+        }
+    }
+    Ok(bindings)
+}
+
+/// The format of a configuration or bindings file: YAML by its `.yaml`/`.yml` extension, else TOML.
+pub(super) fn file_format(path: &Path) -> config::FileFormat {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("yaml" | "yml") => config::FileFormat::Yaml,
+        _ => config::FileFormat::Toml,
+    }
+}
+
+/// Reads and validates a bindings file (TOML, or YAML by extension): `[[bindings]]` entries.
+pub fn load_bindings_file(path: &Path) -> Result<Vec<BindingConfig>, WorkerError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("bindings_file", format!("reading {}: {e}", path.display())))?;
+    parse_bindings(&text, file_format(path), &path.display().to_string())
+}
+
+/// Parses and validates bindings given as text; `what` (the file's name) prefixes the keys in errors.
+pub fn parse_bindings(
+    text: &str,
+    format: config::FileFormat,
+    what: &str,
+) -> Result<Vec<BindingConfig>, WorkerError> {
+    let source = config::Config::builder()
+        .add_source(config::File::from_str(text, format))
+        .build()
+        .map_err(|e| invalid(what, e))?;
+    let file: BindingsFile = source.try_deserialize().map_err(|e| {
+        // Keys inside the file are `bindings[0].limits.memory`; name them after the file instead.
+        match config_error(what, e) {
+            WorkerError::Config { key, message } => WorkerError::Config {
+                key: match key.strip_prefix("bindings") {
+                    Some(rest) if rest.is_empty() || rest.starts_with('[') => format!("{what}{rest}"),
+                    _ => key,
+                },
+                message,
+            },
+            other => other,
+        }
+    })?;
+    validate_bindings(file.bindings, what)
+}

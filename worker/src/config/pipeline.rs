@@ -1,0 +1,133 @@
+//! `[batching]`, `[pipeline]` and `[dead_letter]`: how records flow through the worker (lanes, back pressure,
+//! batches to the stores, retries) and where records go that cannot be written. These sections deserialize
+//! straight into the settings the pipeline uses; validation only brings numbers into their working range.
+
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::invalid;
+use crate::WorkerError;
+
+/// Requests to the stores: batches of outputs, retries, concurrency.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Outputs per request to a store (at least 1).
+    pub max_records: usize,
+    /// Bytes per request.
+    #[serde(with = "crate::units::size")]
+    #[schemars(schema_with = "crate::units::size::schema")]
+    pub max_bytes: usize,
+    /// How long a batch waits to fill.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    pub linger: Duration,
+    /// First retry delay of a failed request (429, 5xx, connection errors); doubles with jitter.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    pub retry_initial_backoff: Duration,
+    /// Longest retry delay; requests are retried without limit, nothing is dropped.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    pub retry_max_backoff: Duration,
+    /// Batches in flight per sink, 1 to 64 (each acknowledged item by item; order across batches does not
+    /// matter: offsets follow records, not batches).
+    pub concurrency: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self {
+            max_records: 5000,
+            max_bytes: 5 << 20,
+            linger: Duration::from_millis(200),
+            retry_initial_backoff: Duration::from_millis(100),
+            retry_max_backoff: Duration::from_secs(30),
+            concurrency: 4,
+        }
+    }
+}
+
+impl BatchingConfig {
+    /// Brings `max_records` and `concurrency` into their working range.
+    pub(super) fn validate(self) -> Result<Self, WorkerError> {
+        Ok(Self {
+            max_records: self.max_records.max(1),
+            concurrency: self.concurrency.clamp(1, 64),
+            ..self
+        })
+    }
+}
+
+/// Processing threads and back pressure.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct PipelineConfig {
+    /// Processing threads; a partition always maps to the same lane (records in order).
+    #[schemars(extend("x-default" = "number of cores"))]
+    pub lanes: usize,
+    /// Records taken and not yet written above which a partition pauses (resumes at half).
+    pub max_in_flight_per_partition: usize,
+    /// On revoke and on SIGTERM, how long in-flight records may take to finish before offsets are committed.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    pub drain_timeout: Duration,
+    /// Plugin instance slots of the engine (lanes x bindings must fit).
+    pub max_instances: u32,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            max_in_flight_per_partition: 10_000,
+            drain_timeout: Duration::from_secs(30),
+            max_instances: 256,
+        }
+    }
+}
+
+impl PipelineConfig {
+    /// At least one lane, and room for at least one record per partition.
+    pub(super) fn validate(self) -> Result<Self, WorkerError> {
+        Ok(Self {
+            lanes: self.lanes.max(1),
+            max_in_flight_per_partition: self.max_in_flight_per_partition.max(1),
+            ..self
+        })
+    }
+}
+
+/// Where records go that cannot be written.
+///
+/// Kinds (`millrace.error.kind`): `invalid_input` (the plugin rejected the record), `out_of_fuel`, `timeout`,
+/// `memory_limit`, `trap`, `abi_violation`, `output_limit`, `invalid_output`, `exit`, `output_not_allowed`,
+/// `store_rejected`, `no_binding`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterSection {
+    /// Where records go that cannot be written: original key, value and headers, plus `millrace.error.kind`,
+    /// `millrace.error.message`, `millrace.plugin.digest`, `millrace.binding`, `millrace.source.topic`,
+    /// `millrace.source.partition`, `millrace.source.offset`, `millrace.source.timestamp`.
+    pub(super) topic: String,
+}
+
+impl Default for DeadLetterSection {
+    fn default() -> Self {
+        Self {
+            topic: "millrace-dead-letter".into(),
+        }
+    }
+}
+
+impl DeadLetterSection {
+    /// The dead-letter topic; it must not be empty.
+    pub(super) fn validate(self) -> Result<String, WorkerError> {
+        if self.topic.is_empty() {
+            return Err(invalid("dead_letter.topic", "empty"));
+        }
+        Ok(self.topic)
+    }
+}
