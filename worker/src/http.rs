@@ -2,7 +2,6 @@
 //! `/readyz` (the worker joined its consumer group and every store answers).
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -10,37 +9,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use futures::future::BoxFuture;
 
 use crate::WorkerError;
 use crate::metrics::Metrics;
 use crate::pipeline::Readiness;
-use crate::sinks::Store;
-
-type PingFn = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync;
-
-/// A store's reachability check.
-#[derive(Clone)]
-pub struct Pinger(Arc<PingFn>);
-
-impl Pinger {
-    async fn ping(&self) -> bool {
-        (self.0)().await
-    }
-}
-
-impl std::fmt::Debug for Pinger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pinger")
-    }
-}
-
-pub fn pinger<S: Store>(store: Arc<S>) -> Pinger {
-    Pinger(Arc::new(move || {
-        let s = store.clone();
-        Box::pin(async move { s.ping().await })
-    }))
-}
+/// Moved to the sinks; re-exported for the readiness inputs that name it here.
+pub use crate::sinks::Pinger;
 
 #[derive(Clone, Debug)]
 struct AppState {

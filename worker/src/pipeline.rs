@@ -7,7 +7,7 @@
 //! 3. **router** (`Lane::route`): each output is checked against the binding's allowed indices and
 //!    measurements, given a deterministic id / default timestamp, and queued to its sinks; rejected and failed
 //!    records, and outputs not allowed, go to the dead-letter topic;
-//! 4. **sinks** (`sinks::run`): batches are written; each item is acknowledged (`OutputAck`) as written, or
+//! 4. **sinks** (`sinks::Sinks`): batches are written; each item is acknowledged (`OutputAck`) as written, or
 //!    dead-lettered when the store refuses it;
 //! 5. **acks -> offsets**: when the last item of a record is acknowledged its completion finishes it in the
 //!    tracker; the poll loop stores each partition's committable offset (never past an unfinished record) and
@@ -388,63 +388,16 @@ pub async fn run(
         handle.clone(),
     )?;
 
-    // Sinks.
-    // Chunks (one per record and sink) waiting for a sink: bounded, so a slow store backs up into the lanes.
-    let capacity = config.batching.max_records.max(1024);
-    let mut points = Vec::new();
-    let mut documents = None;
-    let mut sink_tasks = Vec::new();
-    let mut stores: Vec<(&'static str, crate::http::Pinger)> = Vec::new();
-    if let Some(c) = &config.influxdb {
-        let s = Arc::new(sinks::InfluxStore::v1(c).map_err(|message| WorkerError::Config {
-            key: "sinks.influxdb.ca_file".into(),
-            message,
-        })?);
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        stores.push(("influxdb", crate::http::pinger(s.clone())));
-        sink_tasks.push(tokio::spawn(sinks::run(
-            s,
-            rx,
-            config.batching.clone(),
-            metrics.clone(),
-        )));
-        points.push(tx);
-    }
-    if let Some(c) = &config.influxdb_v2 {
-        let s = Arc::new(sinks::InfluxStore::v2(c).map_err(|message| WorkerError::Config {
-            key: "sinks.influxdb_v2.ca_file".into(),
-            message,
-        })?);
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        stores.push(("influxdb_v2", crate::http::pinger(s.clone())));
-        sink_tasks.push(tokio::spawn(sinks::run(
-            s,
-            rx,
-            config.batching.clone(),
-            metrics.clone(),
-        )));
-        points.push(tx);
-    }
-    if let Some(c) = &config.elasticsearch {
-        let s = Arc::new(
-            sinks::ElasticsearchStore::new(c).map_err(|message| WorkerError::Config {
-                key: "sinks.elasticsearch".into(),
-                message,
-            })?,
-        );
-        let (tx, rx) = tokio::sync::mpsc::channel(capacity);
-        stores.push(("elasticsearch", crate::http::pinger(s.clone())));
-        sink_tasks.push(tokio::spawn(sinks::run(
-            s,
-            rx,
-            config.batching.clone(),
-            metrics.clone(),
-        )));
-        documents = Some(tx);
-    }
+    // Sinks: every configured store, each with its queue and its driver task.
+    let sinks = sinks::Sinks::<OutputAck>::start(&config, &metrics)?;
+    metrics.initialize(&sinks.names());
+    let sinks::Sinks {
+        points,
+        documents,
+        pingers: stores,
+        tasks: sink_tasks,
+    } = sinks;
     let routes = Routes { points, documents };
-    let sink_names: Vec<&str> = stores.iter().map(|(n, _)| *n).collect();
-    metrics.initialize(&sink_names);
 
     // Observability endpoints.
     let joined = Arc::new(AtomicBool::new(false));
@@ -552,21 +505,7 @@ pub async fn run(
             let _ = t.join();
         }
     });
-    let aborts: Vec<_> = sink_tasks.iter().map(|t| t.abort_handle()).collect();
-    let sinks_done = async {
-        for t in sink_tasks {
-            let _ = t.await;
-        }
-    };
-    if tokio::time::timeout(Duration::from_secs(10), sinks_done)
-        .await
-        .is_err()
-    {
-        tracing::warn!("stores did not take the last outputs in time; they will be delivered again");
-        for a in aborts {
-            a.abort();
-        }
-    }
+    sink_tasks.finish(Duration::from_secs(10)).await;
     let _ = lanes_done.await;
     let d = dlq.clone();
     let _ = tokio::task::spawn_blocking(move || d.flush(Duration::from_secs(10))).await;
