@@ -8,6 +8,10 @@ pub enum WorkerError {
     #[error("configuration{}: {message}", if key.is_empty() { String::new() } else { format!(" `{key}`") })]
     Config { key: String, message: String },
 
+    /// A sink could not be started; the message names the configuration key to fix.
+    #[error("configuration `{key}`: {0}", key = .0.key())]
+    Sink(#[from] crate::sinks::SinkError),
+
     /// Kafka client errors (creating the consumer/producer, subscribing, committing).
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
@@ -45,6 +49,7 @@ impl WorkerError {
         match self {
             Self::Kafka(_) | Self::Io { .. } | Self::Unhealthy { .. } => true,
             Self::Plugin { error, .. } => error.is_retriable(),
+            Self::Sink(e) => e.is_retriable(),
             _ => false,
         }
     }

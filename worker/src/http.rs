@@ -11,13 +11,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use futures::future::BoxFuture;
 
 use crate::WorkerError;
 use crate::bindings::BindingTable;
 use crate::health::Health;
 use crate::metrics::Metrics;
-use crate::sinks::Store;
+use crate::sinks::Pinger;
 
 /// Readiness inputs for `/readyz`.
 #[derive(Clone, Debug)]
@@ -26,31 +25,6 @@ pub struct Readiness {
     pub joined: Arc<std::sync::atomic::AtomicBool>,
     pub table: Arc<BindingTable>,
     pub stores: Vec<(&'static str, Pinger)>,
-}
-
-type PingFn = dyn Fn() -> BoxFuture<'static, bool> + Send + Sync;
-
-/// A store's reachability check.
-#[derive(Clone)]
-pub struct Pinger(Arc<PingFn>);
-
-impl Pinger {
-    async fn ping(&self) -> bool {
-        (self.0)().await
-    }
-}
-
-impl std::fmt::Debug for Pinger {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Pinger")
-    }
-}
-
-pub fn pinger<S: Store>(store: Arc<S>) -> Pinger {
-    Pinger(Arc::new(move || {
-        let s = store.clone();
-        Box::pin(async move { s.ping().await })
-    }))
 }
 
 #[derive(Clone, Debug)]

@@ -1,0 +1,104 @@
+//! Reading a successful `_bulk` answer: one item per document sent, in order, each with its status and, when
+//! it failed, the store's error; the shared policy makes each a result (`<status> <type>: <reason>` when
+//! retried or rejected). An answer that cannot be matched to what was sent is an error: the batch is retried.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use crate::sinks::ItemResult;
+use crate::sinks::retry;
+
+#[derive(Debug, Deserialize)]
+struct BulkAnswer {
+    /// One object per action: `{"index": {"status": 201, ...}}`.
+    items: Vec<Map<String, Value>>,
+}
+
+/// Sets the results of the `sent` positions from the answer `text`; fails when it is not a bulk answer for them.
+pub(super) fn read(text: &str, sent: &[usize], results: &mut [ItemResult]) -> Result<(), String> {
+    let answer: BulkAnswer = serde_json::from_str(text).map_err(|e| format!("not a bulk answer: {e}"))?;
+    if answer.items.len() != sent.len() {
+        return Err(format!(
+            "{} items for {} documents",
+            answer.items.len(),
+            sent.len()
+        ));
+    }
+    for (&i, item) in sent.iter().zip(&answer.items) {
+        if let Some(r) = results.get_mut(i) {
+            *r = item_result(item);
+        }
+    }
+    Ok(())
+}
+
+/// The result of one item: its action's status and error, through the policy.
+fn item_result(item: &Map<String, Value>) -> ItemResult {
+    let op = item.values().next().unwrap_or(&Value::Null);
+    let status = op["status"]
+        .as_u64()
+        .and_then(|s| u16::try_from(s).ok())
+        .unwrap_or(0);
+    retry::item_result(status, || match &op["error"] {
+        Value::Object(e) => format!(
+            "{status} {}: {}",
+            e.get("type").and_then(Value::as_str).unwrap_or("error"),
+            e.get("reason").and_then(Value::as_str).unwrap_or("")
+        ),
+        Value::Null => format!("status {status}"),
+        other => format!("{status} {other}"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn results(answer: Value, sent: &[usize], n: usize) -> Result<Vec<ItemResult>, String> {
+        let mut results = vec![ItemResult::Ok; n];
+        read(&answer.to_string(), sent, &mut results)?;
+        Ok(results)
+    }
+
+    #[test]
+    fn bulk_items_are_classified() {
+        let answer = json!({"took": 3, "errors": true, "items": [
+            {"index": {"_index": "i", "_id": "1", "status": 201}},
+            {"index": {"status": 429, "error": {"type": "es_rejected_execution_exception", "reason": "queue full"}}},
+            {"index": {"status": 400, "error": {"type": "mapper_parsing_exception", "reason": "failed to parse field [n]"}}},
+            {"index": {"status": 503, "error": "unavailable_shards"}},
+            {"create": {"status": 409}},
+            {"index": {}},
+        ]});
+        let r = results(answer, &[0, 1, 2, 4, 5, 6], 7).unwrap();
+        assert_eq!(r[0], ItemResult::Ok);
+        assert_eq!(
+            r[1],
+            ItemResult::Retry("429 es_rejected_execution_exception: queue full".into())
+        );
+        assert_eq!(
+            r[2],
+            ItemResult::Reject("400 mapper_parsing_exception: failed to parse field [n]".into())
+        );
+        assert_eq!(r[3], ItemResult::Ok, "not sent: left as it was");
+        assert_eq!(r[4], ItemResult::Retry("503 \"unavailable_shards\"".into()));
+        assert_eq!(r[5], ItemResult::Reject("status 409".into()));
+        assert_eq!(r[6], ItemResult::Retry("status 0".into()), "no status: retried");
+    }
+
+    #[test]
+    fn answers_that_do_not_match_what_was_sent_are_errors() {
+        let one = json!({"items": [{"index": {"status": 201}}]});
+        assert!(
+            results(one.clone(), &[0, 1], 2)
+                .unwrap_err()
+                .contains("1 items for 2")
+        );
+        assert!(results(json!({"error": "x"}), &[0], 1).is_err());
+        let mut r = vec![ItemResult::Ok];
+        assert!(read("<html>", &[0], &mut r).is_err());
+        assert_eq!(results(one, &[0], 1).unwrap(), [ItemResult::Ok]);
+    }
+}
