@@ -44,6 +44,15 @@ pub enum WorkerError {
     Metrics(#[from] prometheus::Error),
 }
 
+impl From<crate::config::ConfigError> for WorkerError {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Self::Config {
+            key: e.key,
+            message: e.message,
+        }
+    }
+}
+
 impl WorkerError {
     pub fn is_retriable(&self) -> bool {
         match self {

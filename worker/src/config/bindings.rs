@@ -9,8 +9,8 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::{config_error, invalid};
-use crate::WorkerError;
 
 /// One or more, here or in `bindings_file`: a client's topics and the plugin that transforms their records.
 ///
@@ -196,7 +196,7 @@ impl BindingConfig {
 
 impl BindingSection {
     /// Checks one binding; `key` makes the full key of a field (`bindings[0].topic`).
-    fn validate(self, key: impl Fn(&str) -> String) -> Result<BindingConfig, WorkerError> {
+    fn validate(self, key: impl Fn(&str) -> String) -> Result<BindingConfig, ConfigError> {
         let topics = match (self.topic, self.topic_regex) {
             (Some(t), None) if !t.is_empty() => TopicMatch::Name(t),
             (None, Some(r)) => {
@@ -231,7 +231,7 @@ impl BindingSection {
 pub(super) fn validate_bindings(
     sections: Vec<BindingSection>,
     what: &str,
-) -> Result<Vec<BindingConfig>, WorkerError> {
+) -> Result<Vec<BindingConfig>, ConfigError> {
     let bindings = sections
         .into_iter()
         .enumerate()
@@ -255,7 +255,7 @@ pub(super) fn file_format(path: &Path) -> config::FileFormat {
 }
 
 /// Reads and validates a bindings file (TOML, or YAML by extension): `[[bindings]]` entries.
-pub fn load_bindings_file(path: &Path) -> Result<Vec<BindingConfig>, WorkerError> {
+pub fn load_bindings_file(path: &Path) -> Result<Vec<BindingConfig>, ConfigError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| invalid("bindings_file", format!("reading {}: {e}", path.display())))?;
     parse_bindings(&text, file_format(path), &path.display().to_string())
@@ -266,22 +266,20 @@ pub fn parse_bindings(
     text: &str,
     format: config::FileFormat,
     what: &str,
-) -> Result<Vec<BindingConfig>, WorkerError> {
+) -> Result<Vec<BindingConfig>, ConfigError> {
     let source = config::Config::builder()
         .add_source(config::File::from_str(text, format))
         .build()
         .map_err(|e| invalid(what, e))?;
     let file: BindingsFile = source.try_deserialize().map_err(|e| {
         // Keys inside the file are `bindings[0].limits.memory`; name them after the file instead.
-        match config_error(what, e) {
-            WorkerError::Config { key, message } => WorkerError::Config {
-                key: match key.strip_prefix("bindings") {
-                    Some(rest) if rest.is_empty() || rest.starts_with('[') => format!("{what}{rest}"),
-                    _ => key,
-                },
-                message,
+        let ConfigError { key, message } = config_error(what, e);
+        ConfigError {
+            key: match key.strip_prefix("bindings") {
+                Some(rest) if rest.is_empty() || rest.starts_with('[') => format!("{what}{rest}"),
+                _ => key,
             },
-            other => other,
+            message,
         }
     })?;
     validate_bindings(file.bindings, what)

@@ -9,9 +9,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::invalid;
 use super::secret::Secret;
-use crate::WorkerError;
 
 /// The Kafka cluster: bootstrap servers, consumer group, security, and librdkafka properties.
 ///
@@ -123,7 +123,7 @@ pub struct KafkaConfig {
 
 impl KafkaSection {
     /// Checks the section and derives the librdkafka properties; errors name `kafka.*` keys.
-    pub(super) fn validate(self) -> Result<KafkaConfig, WorkerError> {
+    pub(super) fn validate(self) -> Result<KafkaConfig, ConfigError> {
         if self.brokers.trim().is_empty() {
             return Err(invalid("kafka.brokers", "empty"));
         }
@@ -190,7 +190,7 @@ fn flatten(
     prefix: &str,
     v: &serde_json::Value,
     out: &mut BTreeMap<String, String>,
-) -> Result<(), WorkerError> {
+) -> Result<(), ConfigError> {
     match v {
         serde_json::Value::Object(m) => {
             for (k, v) in m {

@@ -20,8 +20,6 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-use crate::WorkerError;
-
 pub use bindings::{BindingConfig, TopicMatch, load_bindings_file, parse_bindings};
 pub use docs::reference_markdown;
 pub use kafka::KafkaConfig;
@@ -81,7 +79,7 @@ impl Default for MetricsSection {
 }
 
 impl MetricsSection {
-    fn validate(self) -> Result<std::net::SocketAddr, WorkerError> {
+    fn validate(self) -> Result<std::net::SocketAddr, ConfigError> {
         self.address
             .parse()
             .map_err(|e| invalid("metrics.address", format!("`{}`: {e}", self.address)))
@@ -109,8 +107,17 @@ pub struct WorkerConfig {
 
 // ------------------------------------------------------------------------------------------ errors
 
-fn invalid(key: &str, message: impl std::fmt::Display) -> WorkerError {
-    WorkerError::Config {
+/// An invalid configuration; `key` is the path of the offending option (empty: the whole file). The worker's
+/// own error wraps it (`WorkerError::Config`), so this module does not depend on the worker's other parts.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration{}: {message}", if key.is_empty() { String::new() } else { format!(" `{key}`") })]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+fn invalid(key: &str, message: impl std::fmt::Display) -> ConfigError {
+    ConfigError {
         key: key.to_string(),
         message: message.to_string(),
     }
@@ -118,7 +125,7 @@ fn invalid(key: &str, message: impl std::fmt::Display) -> WorkerError {
 
 /// A `config` crate error as a configuration error naming the full key (`batching.linger`,
 /// `bindings[0].limits.memory`) when the crate knows it; `whole` names what was read otherwise.
-fn config_error(whole: &str, e: config::ConfigError) -> WorkerError {
+fn config_error(whole: &str, e: config::ConfigError) -> ConfigError {
     let in_origin = |origin: Option<String>| origin.map(|o| format!(" in {o}")).unwrap_or_default();
     match e {
         config::ConfigError::At {
@@ -160,7 +167,7 @@ fn dotted(key: &str) -> String {
 
 impl WorkerConfig {
     /// Reads `path` (TOML or YAML by extension) with `MILLRACE__SECTION__KEY` overrides and validates it.
-    pub fn load(path: &Path) -> Result<Self, WorkerError> {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let source = config::Config::builder()
             .add_source(config::File::from(path).format(bindings::file_format(path)))
             .add_source(
@@ -175,7 +182,7 @@ impl WorkerConfig {
     }
 
     /// Parses a TOML document (tests, and `config check` of a string).
-    pub fn from_toml(text: &str) -> Result<Self, WorkerError> {
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         let source = config::Config::builder()
             .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .build()
@@ -184,7 +191,7 @@ impl WorkerConfig {
     }
 
     /// Each section validates itself; what remains here are the rules across sections.
-    fn validate(file: ConfigFile) -> Result<Self, WorkerError> {
+    fn validate(file: ConfigFile) -> Result<Self, ConfigError> {
         let kafka = file.kafka.validate()?;
         let bindings = match &file.bindings_file {
             Some(path) => {

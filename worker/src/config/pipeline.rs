@@ -7,10 +7,16 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::invalid;
-use crate::WorkerError;
 
 /// Requests to the stores: batches of outputs, retries, concurrency.
+///
+/// One policy decides for both stores what becomes of a request by its HTTP status: 408, 429, 5xx, no answer,
+/// and 401/403/404 (credentials, database or bucket missing: an operator fixes them, the data is kept) are
+/// retried with backoff; 400, 413 and 422 split the batch in halves until the bad outputs are alone, and those
+/// are dead-lettered as `store_rejected` with the store's message; other statuses dead-letter the batch. Items
+/// of an Elasticsearch bulk answer: 408, 429 and 5xx are retried, other failures dead-lettered.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchingConfig {
@@ -52,7 +58,7 @@ impl Default for BatchingConfig {
 
 impl BatchingConfig {
     /// Brings `max_records` and `concurrency` into their working range.
-    pub(super) fn validate(self) -> Result<Self, WorkerError> {
+    pub(super) fn validate(self) -> Result<Self, ConfigError> {
         Ok(Self {
             max_records: self.max_records.max(1),
             concurrency: self.concurrency.clamp(1, 64),
@@ -91,7 +97,7 @@ impl Default for PipelineConfig {
 
 impl PipelineConfig {
     /// At least one lane, and room for at least one record per partition.
-    pub(super) fn validate(self) -> Result<Self, WorkerError> {
+    pub(super) fn validate(self) -> Result<Self, ConfigError> {
         Ok(Self {
             lanes: self.lanes.max(1),
             max_in_flight_per_partition: self.max_in_flight_per_partition.max(1),
@@ -124,7 +130,7 @@ impl Default for DeadLetterSection {
 
 impl DeadLetterSection {
     /// The dead-letter topic; it must not be empty.
-    pub(super) fn validate(self) -> Result<String, WorkerError> {
+    pub(super) fn validate(self) -> Result<String, ConfigError> {
         if self.topic.is_empty() {
             return Err(invalid("dead_letter.topic", "empty"));
         }

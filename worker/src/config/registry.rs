@@ -9,9 +9,9 @@ use millrace_plugin_registry::{Credentials, PullPolicy, RegistryConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::invalid;
 use super::secret::Secret;
-use crate::WorkerError;
 
 /// The OCI registries plugins are pulled from, and the plugin cache.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
@@ -63,7 +63,7 @@ impl Default for RegistrySection {
 
 impl RegistrySection {
     /// The plugin store's settings; errors name `registry.*` keys.
-    pub(super) fn validate(self) -> Result<RegistryConfig, WorkerError> {
+    pub(super) fn validate(self) -> Result<RegistryConfig, ConfigError> {
         let mut registry = RegistryConfig::new(self.cache_dir);
         registry.cache_max_bytes = self.cache_max_bytes;
         registry.pull_policy = self

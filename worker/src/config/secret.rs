@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::invalid;
-use crate::WorkerError;
 
 /// A secret value: never printed.
 #[derive(Clone, PartialEq, Eq, Deserialize)]
@@ -25,7 +25,7 @@ impl Secret {
         key: &str,
         inline: Option<Secret>,
         file: Option<PathBuf>,
-    ) -> Result<Option<Secret>, WorkerError> {
+    ) -> Result<Option<Secret>, ConfigError> {
         match (inline, file) {
             (Some(_), Some(_)) => Err(invalid(key, format!("give `{key}` or `{key}_file`, not both"))),
             (Some(v), None) => Ok(Some(v)),
@@ -92,7 +92,7 @@ mod tests {
         let both = Secret::inline_or_file("a.password", inline, Some(file)).unwrap_err();
         assert!(both.to_string().contains("a.password_file"), "{both}");
         let missing = Secret::inline_or_file("a.password", None, Some(dir.path().join("nope"))).unwrap_err();
-        assert!(matches!(missing, WorkerError::Config { ref key, .. } if key == "a.password_file"));
+        assert!(matches!(missing, ConfigError { ref key, .. } if key == "a.password_file"));
         assert_eq!(format!("{:?}", Secret("s3cret".into())), "<redacted>");
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
+use super::ConfigError;
 use super::invalid;
 use super::secret::Secret;
-use crate::WorkerError;
 
 /// The stores outputs are written to (at least one): points to every configured InfluxDB sink, documents to
 /// Elasticsearch.
@@ -181,7 +181,7 @@ pub(super) struct Sinks {
 }
 
 /// A store URL must parse and speak HTTP.
-fn check_url(key: &str, url: &str) -> Result<(), WorkerError> {
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("`{url}`: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid(key, format!("`{url}`: give an http:// or https:// URL")));
@@ -194,7 +194,7 @@ fn check_url(key: &str, url: &str) -> Result<(), WorkerError> {
 
 impl SinksSection {
     /// Checks every configured store; errors name `sinks.*` keys.
-    pub(super) fn validate(self) -> Result<Sinks, WorkerError> {
+    pub(super) fn validate(self) -> Result<Sinks, ConfigError> {
         let sinks = Sinks {
             influxdb: self.influxdb.map(InfluxV1Section::validate).transpose()?,
             influxdb_v2: self.influxdb_v2.map(InfluxV2Section::validate).transpose()?,
@@ -214,7 +214,7 @@ impl SinksSection {
 }
 
 impl InfluxV1Section {
-    fn validate(self) -> Result<InfluxV1Config, WorkerError> {
+    fn validate(self) -> Result<InfluxV1Config, ConfigError> {
         check_url("sinks.influxdb.url", &self.url)?;
         Ok(InfluxV1Config {
             url: self.url.trim_end_matches('/').to_string(),
@@ -230,7 +230,7 @@ impl InfluxV1Section {
 }
 
 impl InfluxV2Section {
-    fn validate(self) -> Result<InfluxV2Config, WorkerError> {
+    fn validate(self) -> Result<InfluxV2Config, ConfigError> {
         check_url("sinks.influxdb_v2.url", &self.url)?;
         Ok(InfluxV2Config {
             url: self.url.trim_end_matches('/').to_string(),
@@ -245,7 +245,7 @@ impl InfluxV2Section {
 }
 
 impl ElasticsearchSection {
-    fn validate(self) -> Result<ElasticsearchConfig, WorkerError> {
+    fn validate(self) -> Result<ElasticsearchConfig, ConfigError> {
         if self.urls.is_empty() {
             return Err(invalid("sinks.elasticsearch.urls", "at least one URL"));
         }
@@ -287,7 +287,7 @@ mod tests {
         for bad in ["127.0.0.1:8086", "influxdb:8086", "ftp://x", "http//x", ""] {
             let err = check_url("sinks.influxdb.url", bad).unwrap_err();
             assert!(
-                matches!(&err, WorkerError::Config { key, .. } if key == "sinks.influxdb.url"),
+                matches!(&err, ConfigError { key, .. } if key == "sinks.influxdb.url"),
                 "{bad}: {err}"
             );
         }

@@ -16,11 +16,8 @@ const MINIMAL: &str = r#"
     database = "metrics"
 "#;
 
-fn key_of(err: &WorkerError) -> &str {
-    match err {
-        WorkerError::Config { key, .. } => key,
-        other => panic!("not a configuration error: {other}"),
-    }
+fn key_of(err: &ConfigError) -> &str {
+    &err.key
 }
 
 #[test]

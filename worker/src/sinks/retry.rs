@@ -21,7 +21,7 @@
 //! | bulk item               | result   |
 //! | ---                     | ---      |
 //! | 2xx                     | ok       |
-//! | 429, 5xx, 0 (no status) | `Retry`  |
+//! | 408, 429, 5xx, 0 (no status) | `Retry` |
 //! | anything else           | `Reject` with `<status> <type>: <reason>` |
 //!
 //! Retries have no limit: nothing is dropped. Nothing else of an answer is honoured yet (no `Retry-After`); a
@@ -75,7 +75,7 @@ pub fn request_verdict(error: &SinkError) -> Verdict {
 pub fn item_result(status: u16, reason: impl FnOnce() -> String) -> ItemResult {
     match status {
         200..=299 => ItemResult::Ok,
-        0 | 429 | 500..=599 => ItemResult::Retry(reason()),
+        0 | 408 | 429 | 500..=599 => ItemResult::Retry(reason()),
         _ => ItemResult::Reject(reason()),
     }
 }
@@ -163,10 +163,10 @@ mod tests {
     fn bulk_items_follow_the_table() {
         let r = || "r".to_string();
         assert_eq!(item_result(201, r), ItemResult::Ok);
-        for s in [0, 429, 500, 503] {
+        for s in [0, 408, 429, 500, 503] {
             assert_eq!(item_result(s, r), ItemResult::Retry("r".into()), "{s}");
         }
-        for s in [400, 404, 408, 409, 413] {
+        for s in [400, 404, 409, 413] {
             assert_eq!(item_result(s, r), ItemResult::Reject("r".into()), "{s}");
         }
     }
