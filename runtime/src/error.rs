@@ -39,9 +39,14 @@ pub enum PluginError {
         reason: String,
     },
 
-    /// Creating an instance failed (pool exhausted, initialisation trapped, ...).
+    /// Creating an instance failed (initialisation trapped, ...).
     #[error("instantiating the plugin failed: {message}")]
     Instantiate { message: String },
+
+    /// The host ran short of instance slots or memories: not the record's fault. Free an idle instance or
+    /// wait, and try the same record again.
+    #[error("no capacity for another plugin instance: {message}")]
+    NoCapacity { message: String },
 
     /// The record used more fuel than the binding allows (a loop, or simply too much work).
     #[error("out of fuel: the record needed more than {limit} units")]
@@ -90,6 +95,7 @@ impl PluginError {
         "bad_export",
         "unsupported_import",
         "instantiate",
+        "no_capacity",
         "out_of_fuel",
         "timeout",
         "memory_limit",
@@ -101,7 +107,8 @@ impl PluginError {
         "config",
     ];
 
-    /// The kinds a record's processing can fail with (the rest are about loading a module or the runtime).
+    /// The kinds a record's processing can fail with, by the record's fault (the rest are about loading a
+    /// module, the runtime, or the host's own shortage: `no_capacity`).
     pub const RECORD_KINDS: &'static [&'static str] = &[
         "instantiate",
         "out_of_fuel",
@@ -124,6 +131,7 @@ impl PluginError {
             Self::BadExport { .. } => "bad_export",
             Self::UnsupportedImport { .. } => "unsupported_import",
             Self::Instantiate { .. } => "instantiate",
+            Self::NoCapacity { .. } => "no_capacity",
             Self::OutOfFuel { .. } => "out_of_fuel",
             Self::Timeout { .. } => "timeout",
             Self::MemoryLimit { .. } => "memory_limit",
@@ -137,10 +145,10 @@ impl PluginError {
     }
 
     /// Whether the same call could succeed if tried again. Plugins are deterministic (no clock, no
-    /// randomness, no I/O beyond what the host grants), so a record that failed fails again: only running
-    /// out of instance slots is transient.
+    /// randomness, no I/O beyond what the host grants), so a record that failed fails again: only the host
+    /// running out of instance slots is transient.
     pub fn is_retriable(&self) -> bool {
-        matches!(self, Self::Instantiate { .. })
+        matches!(self, Self::NoCapacity { .. })
     }
 
     /// Whether the error is about the module itself (refuse to load it) rather than about one record.
@@ -183,6 +191,7 @@ mod tests {
                 reason: s(),
             },
             PluginError::Instantiate { message: s() },
+            PluginError::NoCapacity { message: s() },
             PluginError::OutOfFuel { limit: 0 },
             PluginError::Timeout {
                 limit: Duration::ZERO,
@@ -204,6 +213,7 @@ mod tests {
                 | PluginError::BadExport { .. }
                 | PluginError::UnsupportedImport { .. }
                 | PluginError::Instantiate { .. }
+                | PluginError::NoCapacity { .. }
                 | PluginError::OutOfFuel { .. }
                 | PluginError::Timeout { .. }
                 | PluginError::MemoryLimit { .. }
@@ -233,7 +243,8 @@ mod tests {
             let record_kind = PluginError::RECORD_KINDS.contains(&e.kind());
             assert_eq!(
                 record_kind,
-                !e.is_module_error() && !matches!(e, PluginError::Config { .. }),
+                !e.is_module_error()
+                    && !matches!(e, PluginError::Config { .. } | PluginError::NoCapacity { .. }),
                 "{}",
                 e.kind()
             );

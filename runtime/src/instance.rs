@@ -121,6 +121,17 @@ impl PluginInstance {
         self.live.as_ref().map_or(0, |l| l.memory.data_size(&l.store))
     }
 
+    /// Whether a wasm instance is live (holding one of the engine's instance slots).
+    pub fn is_live(&self) -> bool {
+        self.live.is_some()
+    }
+
+    /// Drops the live wasm instance, returning its slot and memory to the engine; the next record
+    /// instantiates afresh (microseconds from the pool). For hosts that keep more bindings than slots.
+    pub fn release(&mut self) {
+        self.live = None;
+    }
+
     /// Creates the wasm instance now rather than on the next record (to pay instantiation up front, or to
     /// measure it). A no-op when an instance is live.
     pub fn prepare(&mut self) -> Result<(), PluginError> {
@@ -225,6 +236,11 @@ impl PluginInstance {
                 }
                 if e.downcast_ref::<Trap>().is_some() || state.rec.trap.is_some() {
                     return Err(map_error(state, e, limits));
+                }
+                if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>().is_some() {
+                    return Err(PluginError::NoCapacity {
+                        message: format!("{e:#}"),
+                    });
                 }
                 return Err(PluginError::Instantiate {
                     message: format!("{e:#}"),

@@ -626,3 +626,37 @@ fn a_trapping_start_function_fails_instantiation_cleanly() {
     assert_eq!(err.kind(), "instantiate", "{err}");
     assert!(err.to_string().contains("_initialize"), "{err}");
 }
+
+#[test]
+fn running_out_of_instance_slots_is_the_hosts_shortage_not_the_records_fault() {
+    let rt = Runtime::new(EngineConfig {
+        max_instances: 2,
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let plugin = rt.compile(&dist("seed_router")).unwrap();
+    let value = r#"{"type":"metric","source":"s","unit":"c","value":1}"#;
+    let mut a = plugin.instance(Limits::default()).unwrap();
+    let mut b = plugin.instance(Limits::default()).unwrap();
+    let mut c = plugin.instance(Limits::default()).unwrap();
+    assert!(a.process(&record(value)).result.is_ok());
+    assert!(b.process(&record(value)).result.is_ok());
+    assert!(a.is_live() && b.is_live());
+    let err = c.process(&record(value)).result.unwrap_err();
+    assert!(
+        matches!(err, PluginError::NoCapacity { .. }),
+        "every slot is taken: {err}"
+    );
+    assert_eq!(err.kind(), "no_capacity");
+    assert!(
+        err.is_retriable(),
+        "the same record can succeed once a slot is free"
+    );
+    a.release();
+    assert!(!a.is_live());
+    assert!(
+        c.process(&record(value)).result.is_ok(),
+        "a released slot serves another instance"
+    );
+    assert!(a.process(&record(value)).result.unwrap_err().is_retriable());
+}

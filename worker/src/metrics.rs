@@ -21,6 +21,10 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     pub acks_dropped: IntCounterVec,
     pub stage_up: IntGaugeVec,
+    pub binding_queued: IntGaugeVec,
+    pub scheduling_delay: HistogramVec,
+    pub resource_waits: IntCounterVec,
+    pub instance_evictions: IntCounterVec,
     pub sink_items: IntCounterVec,
     pub sink_batch_records: HistogramVec,
     pub sink_write_duration: HistogramVec,
@@ -117,6 +121,27 @@ impl Metrics {
                 "1 while every thread of a pipeline stage runs, 0 after one exited or panicked",
                 &["stage"],
             )?,
+            binding_queued: gauge(
+                "millrace_binding_queued_records",
+                "Records of a binding waiting in the lanes for their turn (fair scheduling)",
+                &["binding"],
+            )?,
+            scheduling_delay: histogram(
+                "millrace_scheduling_delay_seconds",
+                "From taking a record from Kafka to its plugin run starting",
+                &["binding"],
+                exponential_buckets(0.0001, 4.0, 10)?,
+            )?,
+            resource_waits: counter(
+                "millrace_resource_waits_total",
+                "Times a record waited for the host's resources (an instance slot) instead of failing",
+                &["resource"],
+            )?,
+            instance_evictions: counter(
+                "millrace_instance_evictions_total",
+                "Idle plugin instances released to make room for another binding's, by reason",
+                &["reason"],
+            )?,
             sink_items: counter(
                 "millrace_sink_items_total",
                 "Outputs written by a sink, by result (ok, rejected)",
@@ -199,6 +224,10 @@ impl Metrics {
         }
         for outcome in ["dead_lettered", "redelivered"] {
             self.acks_dropped.with_label_values(&[outcome]);
+        }
+        self.resource_waits.with_label_values(&["instance_slot"]);
+        for reason in ["lane_share", "no_capacity"] {
+            self.instance_evictions.with_label_values(&[reason]);
         }
         for stage in ["poll", "lane"] {
             self.stage_up.with_label_values(&[stage]).set(1);

@@ -42,6 +42,15 @@ pub struct BindingSection {
     /// Sample record values; a new plugin version is applied only if each produces outputs without error.
     #[serde(default)]
     smoke: Vec<String>,
+    /// Share of a lane's CPU this binding gets when clients compete (1 to 1000): lanes serve the bindings
+    /// with records waiting in turn, each for its weight times a quantum of plugin time (deficit round
+    /// robin), so one client's backlog delays another's records by about one record's deadline at most.
+    #[serde(default = "default_weight")]
+    weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// Limits of the plugin's sandbox, applied to every record of the binding.
@@ -178,6 +187,8 @@ pub struct BindingConfig {
     pub limits: millrace_runtime::Limits,
     /// Sample record values a new plugin version must process into outputs, without errors.
     pub smoke: Vec<String>,
+    /// Share of a lane's CPU when clients compete (deficit round robin).
+    pub weight: u32,
 }
 
 fn allowed(prefixes: &[String], name: &str) -> bool {
@@ -211,6 +222,9 @@ impl BindingSection {
             }
         };
         millrace_plugin_registry::PluginRef::parse(&self.plugin).map_err(|e| invalid(&key("plugin"), e))?;
+        if !(1..=1000).contains(&self.weight) {
+            return Err(invalid(&key("weight"), "between 1 and 1000"));
+        }
         let limits = self.limits.limits();
         limits
             .validate(&millrace_runtime::EngineConfig::default())
@@ -223,6 +237,7 @@ impl BindingSection {
             allowed_measurements: self.allowed_measurements,
             limits,
             smoke: self.smoke,
+            weight: self.weight,
         })
     }
 }

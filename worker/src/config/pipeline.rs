@@ -80,7 +80,9 @@ pub struct PipelineConfig {
     #[serde(with = "crate::units::duration")]
     #[schemars(schema_with = "crate::units::duration::schema")]
     pub drain_timeout: Duration,
-    /// Plugin instance slots of the engine (lanes x bindings must fit).
+    /// Plugin instance slots of the engine, shared by all bindings: each lane keeps at most its share live
+    /// (8 are kept for plugin loads) and releases the least recently used idle instance when a binding needs
+    /// one, so any number of bindings fits; a record waits for a slot rather than failing.
     pub max_instances: u32,
 }
 
@@ -96,8 +98,29 @@ impl Default for PipelineConfig {
 }
 
 impl PipelineConfig {
-    /// At least one lane, and room for at least one record per partition.
+    /// At least one lane, room for at least one record per partition, and a slot per lane besides those
+    /// kept for plugin loads.
     pub(super) fn validate(self) -> Result<Self, ConfigError> {
+        let lanes = self.lanes.max(1);
+        if (self.max_instances as usize) < lanes + 8 {
+            return Err(invalid(
+                "pipeline.max_instances",
+                format!(
+                    "at least lanes + 8 = {} (8 slots are kept for plugin loads)",
+                    lanes + 8
+                ),
+            ));
+        }
+        let lanes = self.lanes.max(1);
+        if (self.max_instances as usize) < lanes + 8 {
+            return Err(invalid(
+                "pipeline.max_instances",
+                format!(
+                    "at least lanes + 8 = {} (8 slots are kept for plugin loads)",
+                    lanes + 8
+                ),
+            ));
+        }
         Ok(Self {
             lanes: self.lanes.max(1),
             max_in_flight_per_partition: self.max_in_flight_per_partition.max(1),
@@ -109,8 +132,11 @@ impl PipelineConfig {
 /// Where records go that cannot be written.
 ///
 /// Kinds (`millrace.error.kind`): `invalid_input` (the plugin rejected the record), `out_of_fuel`, `timeout`,
-/// `memory_limit`, `trap`, `abi_violation`, `output_limit`, `invalid_output`, `exit`, `output_not_allowed`,
-/// `store_rejected`, `no_binding`.
+/// `memory_limit`, `trap`, `abi_violation`, `output_limit`, `invalid_output`, `exit`, `instantiate` (the
+/// plugin's failures on the record), `output_not_allowed` (outside the binding's allowlist, or no store for
+/// it), `store_rejected` (a store refused it for good), `unacknowledged` (a stage dropped the record's
+/// acknowledgement: a worker bug made visible). A shortage of the host's own (instance slots, a store down)
+/// never dead-letters a record: it waits with its offset held.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct DeadLetterSection {

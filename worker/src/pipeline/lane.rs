@@ -1,16 +1,24 @@
-//! Stage 2 of the pipeline, the lane: a thread that runs records through their binding's plugin. A lane
-//! keeps one plugin instance per binding version it has seen (dropped when that version leaves the binding
-//! table), counts per-binding metrics, forwards plugin log lines to `tracing`, and hands accepted outputs to
-//! the router; rejected and failed records go to the dead-letter topic with their kind.
+//! Stage 2 of the pipeline, the lane: a thread that runs records through their binding's plugin. Records
+//! wait in the lane per binding and are served fairly (`scheduler.rs`). A lane keeps a plugin instance per
+//! binding version it has seen (dropped when that version leaves the binding table), but only its share of
+//! the engine's instance slots live at once: the least recently used idle instance is released when a binding
+//! needs one (instances come back in microseconds from the pool). A record never fails because the host ran
+//! short of slots: it waits, counted, with its offset held. The lane counts per-binding metrics, forwards
+//! plugin log lines to `tracing`, and hands accepted outputs to the router; rejected and failed records go to
+//! the dead-letter topic with their kind.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
 
-use millrace_runtime::{Header, PluginInstance, Record, Verdict};
+use millrace_runtime::{Header, PluginError, PluginInstance, Processed, Record, Verdict};
 
 use super::ack::{InFlight, Share};
 use super::router::Router;
-use crate::bindings::{self, BindingTable};
+use super::scheduler::Scheduler;
+use crate::bindings::{self, Binding, BindingTable};
 use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
 
@@ -50,76 +58,150 @@ impl BindingMetrics {
     }
 }
 
+/// A binding version's instance in a lane, with when it was last used (least recently used goes first).
+struct Slot {
+    instance: PluginInstance,
+    metrics: BindingMetrics,
+    last_used: u64,
+}
+
 /// A processing lane: a thread with its own plugin instances.
 pub(super) struct Lane {
     table: Arc<BindingTable>,
     /// One instance per binding version (id); dropped when that version leaves the table.
-    instances: HashMap<u64, (PluginInstance, BindingMetrics)>,
+    instances: HashMap<u64, Slot>,
     seen_generation: u64,
     router: Router,
     metrics: Metrics,
+    scheduler: Scheduler,
+    /// Most instances this lane keeps live: its share of the engine's slots.
+    max_live: usize,
+    /// Use counter for least-recently-used eviction.
+    clock: u64,
+    /// Set when the pipeline stops: a record waiting for capacity is left for redelivery.
+    stop: Arc<AtomicBool>,
 }
 
 impl Lane {
-    pub(super) fn new(table: Arc<BindingTable>, router: Router, metrics: Metrics) -> Self {
+    pub(super) fn new(
+        table: Arc<BindingTable>,
+        router: Router,
+        metrics: Metrics,
+        max_live: usize,
+        stop: Arc<AtomicBool>,
+    ) -> Self {
         Self {
             table,
             instances: HashMap::new(),
             seen_generation: 0,
             router,
+            scheduler: Scheduler::new(metrics.clone()),
             metrics,
+            max_live: max_live.max(1),
+            clock: 0,
+            stop,
         }
     }
 
-    /// Runs one record: its processing share is given back here, whatever happens.
-    pub(super) fn process(&mut self, share: Share) {
+    /// The lane's thread: takes records as they arrive, queues them per binding and runs them fairly until
+    /// its queue is closed and everything queued ran.
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Share>) {
+        let mut open = true;
+        loop {
+            if self.scheduler.is_empty() {
+                if !open {
+                    break;
+                }
+                match rx.recv() {
+                    Ok(share) => self.enqueue(share),
+                    Err(_) => break,
+                }
+            }
+            // Everything that arrived meanwhile joins its binding's queue before the next pick.
+            while open {
+                match rx.try_recv() {
+                    Ok(share) => self.enqueue(share),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if let Some((binding, share)) = self.scheduler.next() {
+                let cost = self.process(share);
+                self.scheduler.charge(&binding, cost);
+            }
+        }
+    }
+
+    /// Queues a record under its binding (records of a removed binding under its topic: they are abandoned
+    /// when their turn comes).
+    fn enqueue(&mut self, share: Share) {
+        let table = self.table.snapshot();
+        let topic = share.record().topic.clone();
+        match bindings::find(&table, &topic) {
+            Some(b) => {
+                let weight = b.config.weight;
+                self.scheduler.push(&b.name, weight, share)
+            }
+            None => self.scheduler.push(&topic, 1, share),
+        }
+    }
+
+    /// Runs one record: its processing share is given back here, whatever happens. Returns the plugin time.
+    fn process(&mut self, share: Share) -> Duration {
         let rec = share.record().clone();
         if rec.tracker().is_revoked() {
             // The partition moved to another worker, which will deliver the record again.
             share.redeliver();
-            return;
+            return Duration::ZERO;
         }
         let generation = self.table.generation();
         let table = self.table.snapshot();
         if generation != self.seen_generation {
             // Versions that left the table: their instances go.
             self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
+            self.scheduler.forget_idle();
             self.seen_generation = generation;
         }
         let Some(binding) = bindings::find(&table, &rec.topic) else {
             // The binding was removed: the record is not processed and its offset is not committed.
             share.abandon();
-            return;
+            return Duration::ZERO;
         };
         let _ = rec.plugin.set((binding.name.clone(), binding.digest.clone()));
         let name = binding.config.name.as_str();
         if !self.instances.contains_key(&binding.id) {
             match binding.plugin.instance(binding.config.limits.clone()) {
-                Ok(i) => {
-                    let bm = BindingMetrics::new(&self.metrics, name, &binding.digest);
-                    self.instances.insert(binding.id, (i, bm));
+                Ok(instance) => {
+                    let metrics = BindingMetrics::new(&self.metrics, name, &binding.digest);
+                    self.instances.insert(
+                        binding.id,
+                        Slot {
+                            instance,
+                            metrics,
+                            last_used: 0,
+                        },
+                    );
                 }
                 Err(e) => {
                     share.dead_letter(DeadLetterKind::of_plugin_error(&e), e.to_string());
-                    return;
+                    return Duration::ZERO;
                 }
             }
         }
-        let Some((instance, bm)) = self.instances.get_mut(&binding.id) else {
-            // Inserted just above: unreachable; the dropped share would dead-letter the record visibly.
-            return;
+        self.metrics
+            .scheduling_delay
+            .with_label_values(&[name])
+            .observe(rec.taken.elapsed().as_secs_f64());
+        let Some(processed) = self.run_with_capacity(&binding, &rec) else {
+            // Stopping while waiting for capacity: delivered again by whoever consumes the partition next.
+            share.redeliver();
+            return Duration::ZERO;
         };
-        bm.records_in.inc();
-        let headers = Header::borrow_all(&rec.headers);
-        let processed = instance.process(&Record {
-            topic: &rec.topic,
-            partition: rec.partition,
-            offset: rec.offset,
-            timestamp_ms: rec.timestamp_ms,
-            key: rec.key.as_deref(),
-            value: rec.value.as_deref(),
-            headers: &headers,
-        });
+        let Some(slot) = self.instances.get_mut(&binding.id) else {
+            // Inserted above: unreachable; the dropped share would dead-letter the record visibly.
+            return processed.elapsed;
+        };
+        let bm = &slot.metrics;
         bm.duration.observe(processed.elapsed.as_secs_f64());
         bm.fuel.observe(processed.fuel_used as f64);
         if processed.logs_dropped > 0 {
@@ -128,6 +210,7 @@ impl Lane {
         for l in &processed.logs {
             forward_log(name, &rec, l);
         }
+        let elapsed = processed.elapsed;
         match processed.result {
             Ok(Verdict::Accepted(outputs)) => {
                 bm.accepted.inc();
@@ -147,6 +230,81 @@ impl Lane {
                 share.dead_letter(DeadLetterKind::of_plugin_error(&e), e.to_string());
             }
         }
+        elapsed
+    }
+
+    /// Runs the record on the binding's instance, making room first when this lane holds its share of live
+    /// instances. When the engine has no slot anyway (other lanes, a plugin load), the record waits: idle
+    /// instances are released and the run is tried again with backoff, counted; `None` if the pipeline stops
+    /// meanwhile.
+    fn run_with_capacity(&mut self, binding: &Binding, rec: &InFlight) -> Option<Processed> {
+        let id = binding.id;
+        self.clock += 1;
+        let now = self.clock;
+        if !self.instances.get(&id).is_some_and(|s| s.instance.is_live()) {
+            let live = self.instances.values().filter(|s| s.instance.is_live()).count();
+            if live >= self.max_live {
+                self.release_idle(id, live + 1 - self.max_live, "lane_share");
+            }
+        }
+        if let Some(slot) = self.instances.get(&id) {
+            slot.metrics.records_in.inc();
+        }
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let slot = self.instances.get_mut(&id)?;
+            slot.last_used = now;
+            let headers = Header::borrow_all(&rec.headers);
+            let processed = slot.instance.process(&Record {
+                topic: &rec.topic,
+                partition: rec.partition,
+                offset: rec.offset,
+                timestamp_ms: rec.timestamp_ms,
+                key: rec.key.as_deref(),
+                value: rec.value.as_deref(),
+                headers: &headers,
+            });
+            if !matches!(processed.result, Err(PluginError::NoCapacity { .. })) {
+                return Some(processed);
+            }
+            self.metrics
+                .resource_waits
+                .with_label_values(&["instance_slot"])
+                .inc();
+            if self.release_idle(id, usize::MAX, "no_capacity") == 0 {
+                if self.stop.load(Ordering::Acquire) || rec.tracker().is_revoked() {
+                    return None;
+                }
+                tracing::debug!(binding = %binding.name, ?delay, "no instance slot free; waiting");
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+
+    /// Releases up to `n` live instances other than `keep`'s, least recently used first; returns how many.
+    fn release_idle(&mut self, keep: u64, n: usize, reason: &str) -> usize {
+        let mut live: Vec<(u64, u64)> = self
+            .instances
+            .iter()
+            .filter(|(id, s)| **id != keep && s.instance.is_live())
+            .map(|(id, s)| (s.last_used, *id))
+            .collect();
+        live.sort_unstable();
+        let mut released = 0;
+        for (_, id) in live.into_iter().take(n) {
+            if let Some(s) = self.instances.get_mut(&id) {
+                s.instance.release();
+                released += 1;
+            }
+        }
+        if released > 0 {
+            self.metrics
+                .instance_evictions
+                .with_label_values(&[reason])
+                .inc_by(released as u64);
+        }
+        released
     }
 }
 

@@ -27,6 +27,7 @@ pub mod kafka;
 mod lane;
 pub mod offsets;
 mod router;
+mod scheduler;
 pub mod supervisor;
 
 use std::sync::Arc;
@@ -50,6 +51,9 @@ use crate::health::Health;
 use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::sinks;
+
+/// Instance slots kept free of the lanes, for plugin loads and smoke checks.
+const LOAD_SLOTS: usize = 8;
 
 /// How long the stores get, after the lanes stopped, to write the last outputs at shutdown.
 const SINK_GRACE: Duration = Duration::from_secs(10);
@@ -107,23 +111,28 @@ pub async fn run(
     };
     let http = crate::http::serve(config.metrics_address, metrics.clone(), readiness, health.clone()).await?;
 
-    // Lanes.
+    // Lanes: each keeps at most its share of the engine's instance slots live, leaving a few for plugin loads
+    // and smoke checks.
+    let stop = Arc::new(AtomicBool::new(false));
+    let lanes = config.pipeline.lanes.max(1);
+    let max_live = (config.pipeline.max_instances as usize).saturating_sub(LOAD_SLOTS) / lanes;
     let mut lane_senders = Vec::new();
     let mut lane_threads = Vec::new();
-    for i in 0..config.pipeline.lanes {
+    for i in 0..lanes {
         let (tx, rx) = mpsc::channel::<Share>();
-        let mut lane = Lane::new(table.clone(), router.clone(), metrics.clone());
-        lane_threads.push(supervisor.spawn("lane", format!("millrace-lane-{i}"), move || {
-            while let Ok(share) = rx.recv() {
-                lane.process(share);
-            }
-        })?);
+        let lane = Lane::new(
+            table.clone(),
+            router.clone(),
+            metrics.clone(),
+            max_live,
+            stop.clone(),
+        );
+        lane_threads.push(supervisor.spawn("lane", format!("millrace-lane-{i}"), move || lane.run(rx))?);
         lane_senders.push(tx);
     }
     drop(router);
 
     // The consumer thread.
-    let stop = Arc::new(AtomicBool::new(false));
     let trackers: Trackers = Default::default();
     let context = SourceContext {
         trackers: trackers.clone(),
