@@ -1,7 +1,9 @@
 //! Helpers of the worker's end-to-end tests: produce client records, read back what landed in InfluxDB,
-//! Elasticsearch and the dead-letter topic, read a group's committed offsets.
+//! VictoriaMetrics, Elasticsearch and the dead-letter topic (or wait until it did), read a group's committed
+//! offsets, scrape a worker's `/metrics`, start a worker in this process or as a `millrace` process.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -11,7 +13,7 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
 
-use crate::{addr, http_url, unique};
+use crate::{addr, eventually, http_url, repo_root, unique};
 
 pub async fn create_db(db: &str) -> Result<()> {
     let client = reqwest::Client::new();
@@ -75,32 +77,91 @@ pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
     Ok(())
 }
 
-/// Record ids of the points in the database (the `source` tag is `r<id>`).
-pub async fn influx_ids(db: &str) -> Result<BTreeSet<u64>> {
-    let v: Value = reqwest::Client::new()
-        .get(format!("{}/query", http_url("influxdb")))
-        .query(&[("db", db), ("q", "SELECT \"source\", \"value\" FROM env_metrics")])
+/// Runs an InfluxQL query against an InfluxDB at `base` (`http(s)://host:port`) with `client`.
+pub async fn influx_query_with(client: &reqwest::Client, base: &str, db: &str, q: &str) -> Result<Value> {
+    Ok(client
+        .get(format!("{base}/query"))
+        .query(&[("db", db), ("q", q)])
         .send()
         .await?
         .json()
-        .await?;
-    let mut ids = BTreeSet::new();
-    if let Some(values) = v["results"][0]["series"][0]["values"].as_array() {
-        for row in values {
-            if let Some(id) = row[1]
-                .as_str()
-                .and_then(|s| s.strip_prefix('r'))
-                .and_then(|s| s.parse().ok())
-            {
-                ids.insert(id);
-            }
-        }
-    }
-    Ok(ids)
+        .await?)
 }
 
-/// Record ids and document ids of an index.
-pub async fn es_docs(index: &str) -> Result<Vec<(u64, String)>> {
+/// Runs an InfluxQL query against the stack's InfluxDB.
+pub async fn influx_query(db: &str, q: &str) -> Result<Value> {
+    influx_query_with(&reqwest::Client::new(), &http_url("influxdb"), db, q).await
+}
+
+/// Record ids from `source` tags and labels (`r<id>`); others are skipped.
+pub fn source_ids<'a>(sources: impl IntoIterator<Item = &'a str>) -> BTreeSet<u64> {
+    sources
+        .into_iter()
+        .filter_map(|s| s.strip_prefix('r')?.parse().ok())
+        .collect()
+}
+
+/// Record ids of the points of `env_metrics` in database `db` of an InfluxDB at `base`.
+pub async fn influx_ids_with(client: &reqwest::Client, base: &str, db: &str) -> Result<BTreeSet<u64>> {
+    let v = influx_query_with(client, base, db, "SELECT \"source\", \"value\" FROM env_metrics").await?;
+    Ok(source_ids(
+        v["results"][0]["series"][0]["values"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|row| row[1].as_str()),
+    ))
+}
+
+/// Record ids of the points in the database (the `source` tag is `r<id>`).
+pub async fn influx_ids(db: &str) -> Result<BTreeSet<u64>> {
+    influx_ids_with(&reqwest::Client::new(), &http_url("influxdb"), db).await
+}
+
+/// `SELECT count("<field>") FROM <measurement>` in the stack's InfluxDB; 0 while there is no such series.
+pub async fn influx_count(db: &str, measurement: &str, field: &str) -> Result<u64> {
+    let v = influx_query(db, &format!("SELECT count(\"{field}\") FROM {measurement}")).await?;
+    Ok(v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0))
+}
+
+/// Waits until the database holds at least `at_least` points of `env_metrics`; returns their record ids.
+pub async fn wait_points(db: &str, at_least: usize, timeout: Duration, what: &str) -> BTreeSet<u64> {
+    eventually(timeout, what, || async move {
+        influx_ids(db).await.ok().filter(|ids| ids.len() >= at_least)
+    })
+    .await
+}
+
+/// The series of a VictoriaMetrics at `base` matching `selector`, as `/api/v1/export` gives them (one JSON
+/// object a series: `metric` labels, `values`, `timestamps`).
+pub async fn vm_export_with(client: &reqwest::Client, base: &str, selector: &str) -> Result<Vec<Value>> {
+    let text = client
+        .get(format!("{base}/api/v1/export"))
+        .query(&[("match[]", selector)])
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect())
+}
+
+/// Record ids from the `source` labels of the series of a VictoriaMetrics at `base` matching `selector`.
+pub async fn vm_source_ids_with(
+    client: &reqwest::Client,
+    base: &str,
+    selector: &str,
+) -> Result<BTreeSet<u64>> {
+    let series = vm_export_with(client, base, selector).await?;
+    Ok(source_ids(
+        series.iter().filter_map(|v| v["metric"]["source"].as_str()),
+    ))
+}
+
+/// The hits of an index of the stack's Elasticsearch API (`_source`, `_id`, ...); none while it does not exist.
+pub async fn es_hits(index: &str) -> Result<Vec<Value>> {
     let r = reqwest::Client::new()
         .post(format!("{}/{index}/_search", http_url("elasticsearch")))
         .header("Content-Type", "application/json")
@@ -110,15 +171,41 @@ pub async fn es_docs(index: &str) -> Result<Vec<(u64, String)>> {
     if r.status().as_u16() == 404 {
         return Ok(Vec::new());
     }
-    let v: Value = r.json().await?;
-    Ok(v["hits"]["hits"]
-        .as_array()
-        .map(|hits| {
-            hits.iter()
-                .filter_map(|h| Some((h["_source"]["rid"].as_u64()?, h["_id"].as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default())
+    let mut v: Value = r.json().await?;
+    Ok(match v["hits"]["hits"].take() {
+        Value::Array(hits) => hits,
+        _ => Vec::new(),
+    })
+}
+
+/// Record ids and document ids of an index.
+pub async fn es_docs(index: &str) -> Result<Vec<(u64, String)>> {
+    Ok(es_hits(index)
+        .await?
+        .iter()
+        .filter_map(|h| Some((h["_source"]["rid"].as_u64()?, h["_id"].as_str()?.to_string())))
+        .collect())
+}
+
+/// The `_count` of an index of the stack's Elasticsearch API.
+pub async fn es_count(index: &str) -> Result<u64> {
+    let v: Value = reqwest::Client::new()
+        .get(format!("{}/{index}/_count", http_url("elasticsearch")))
+        .send()
+        .await?
+        .json()
+        .await?;
+    v["count"]
+        .as_u64()
+        .with_context(|| format!("no count for {index}: {v}"))
+}
+
+/// Waits until the index holds at least `at_least` documents; returns their record and document ids.
+pub async fn wait_docs(index: &str, at_least: usize, timeout: Duration, what: &str) -> Vec<(u64, String)> {
+    eventually(timeout, what, || async move {
+        es_docs(index).await.ok().filter(|d| d.len() >= at_least)
+    })
+    .await
 }
 
 /// Dead letters: record id -> (kind, source topic, offset, original header kept).
@@ -180,8 +267,9 @@ pub async fn dead_letters(topic: &str, expect: usize) -> Result<BTreeMap<u64, (S
     Ok(out)
 }
 
-/// The group's committed offsets summed per topic.
-pub fn committed(group: &str, topics: &[&str]) -> Result<BTreeMap<String, i64>> {
+/// The group's committed offsets of partitions 0 to 3 of these topics, as (topic, partition, offset), where
+/// one is committed.
+fn committed_offsets(group: &str, topics: &[&str]) -> Result<Vec<(String, i32, i64)>> {
     let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr("kafka"))
         .set("group.id", group)
@@ -193,13 +281,105 @@ pub fn committed(group: &str, topics: &[&str]) -> Result<BTreeMap<String, i64>> 
         }
     }
     let c = consumer.committed_offsets(tpl, Duration::from_secs(10))?;
+    Ok(c.elements()
+        .iter()
+        .filter_map(|e| {
+            let o = e.offset().to_raw().filter(|o| *o >= 0)?;
+            Some((e.topic().to_string(), e.partition(), o))
+        })
+        .collect())
+}
+
+/// The group's committed offsets summed per topic.
+pub fn committed(group: &str, topics: &[&str]) -> Result<BTreeMap<String, i64>> {
     let mut sums = BTreeMap::new();
-    for e in c.elements() {
-        if let Some(o) = e.offset().to_raw().filter(|o| *o >= 0) {
-            *sums.entry(e.topic().to_string()).or_insert(0) += o;
-        }
+    for (topic, _, o) in committed_offsets(group, topics)? {
+        *sums.entry(topic).or_insert(0) += o;
     }
     Ok(sums)
+}
+
+/// The group's committed offset of each partition of `topic` that has one.
+pub fn committed_partitions(group: &str, topic: &str) -> Result<BTreeMap<i32, i64>> {
+    Ok(committed_offsets(group, &[topic])?
+        .into_iter()
+        .map(|(_, p, o)| (p, o))
+        .collect())
+}
+
+/// A metric record of the seed contract: key `k<id>`, `source` tag `r<id>`, value and `rid` `id`.
+pub fn metric_record(id: u64) -> (String, Vec<u8>) {
+    (
+        format!("k{id}"),
+        json!({"type": "metric", "source": format!("r{id}"), "value": id, "rid": id})
+            .to_string()
+            .into_bytes(),
+    )
+}
+
+/// The text of a worker's `/metrics` on this port (empty while it does not answer).
+pub async fn metrics_text(port: u16) -> String {
+    match reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The value of the first line of a worker's `/metrics` starting with `line_start` (a name, with labels).
+pub async fn metric_value(port: u16, line_start: &str) -> Option<f64> {
+    metrics_text(port)
+        .await
+        .lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The HTTP status of `path` (`/readyz`, `/healthz`) of a worker's metrics server; 0 when it does not answer.
+pub async fn probe(port: u16, path: &str) -> u16 {
+    reqwest::get(format!("http://127.0.0.1:{port}{path}"))
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// The `millrace` binary (`MILLRACE_BIN`, else the workspace's debug build).
+pub fn millrace_bin() -> PathBuf {
+    let p = std::env::var_os("MILLRACE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/debug/millrace"));
+    assert!(
+        p.exists(),
+        "{} missing: `cargo build -p millrace-worker` (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+/// Starts `millrace worker --config <config>` as a process of its own (warnings only, output discarded).
+pub fn spawn_worker_process(config: &Path) -> Result<std::process::Child> {
+    Ok(std::process::Command::new(millrace_bin())
+        .args(["worker", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?)
+}
+
+/// Sends a signal (`TERM`, `HUP`, ...) to a process.
+pub fn signal(child: &std::process::Child, signal: &str) -> Result<()> {
+    let status = std::process::Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()?;
+    anyhow::ensure!(status.success(), "kill -{signal} {}: {status}", child.id());
+    Ok(())
+}
+
+/// Sends SIGTERM and waits for the process to exit (it drains and commits first); returns its exit status.
+pub async fn terminate(mut child: std::process::Child) -> Result<std::process::ExitStatus> {
+    signal(&child, "TERM")?;
+    Ok(tokio::task::spawn_blocking(move || child.wait()).await??)
 }
 
 /// A worker running in this process, stopped by sending on (or dropping) the sender.

@@ -170,13 +170,7 @@ impl TlsServer {
             .stderr(std::fs::File::create(d.join("influxd.log"))?)
             .spawn()
             .context("starting influxd (Debian package influxdb)")?;
-        let s = Self {
-            child,
-            _dir: dir,
-            url: format!("https://127.0.0.1:{http}"),
-        };
-        s.wait_ready(ca, "/ping").await?;
-        Ok(s)
+        Self::started(child, dir, http, ca, "/ping").await
     }
 
     /// VictoriaMetrics (the InfluxDB v2 write API) serving HTTPS only.
@@ -195,12 +189,23 @@ impl TlsServer {
             .stderr(std::fs::File::create(dir.path().join("vm.log"))?)
             .spawn()
             .context("starting victoria-metrics (Debian package victoria-metrics)")?;
+        Self::started(child, dir, port, ca, "/health").await
+    }
+
+    /// The server just spawned, once it answers `path` over TLS on `port`.
+    async fn started(
+        child: Child,
+        dir: tempfile::TempDir,
+        port: u16,
+        ca: &TestCa,
+        path: &str,
+    ) -> Result<Self> {
         let s = Self {
             child,
             _dir: dir,
             url: format!("https://127.0.0.1:{port}"),
         };
-        s.wait_ready(ca, "/health").await?;
+        s.wait_ready(ca, path).await?;
         Ok(s)
     }
 

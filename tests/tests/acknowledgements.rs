@@ -6,7 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::{addr, e2e, eventually, unique};
+use millrace_tests::config::{Binding, TestConfig};
+use millrace_tests::{e2e, eventually, unique};
 use millrace_worker::metrics::Metrics;
 use millrace_worker::pipeline::ack::{Fallback, InFlight, RecordData};
 use millrace_worker::pipeline::dead_letter::DeadLetters;
@@ -16,11 +17,10 @@ use millrace_worker::pipeline::offsets::PartitionTracker;
 async fn a_forgotten_acknowledgement_dead_letters_the_record_and_the_partition_moves_on() -> Result<()> {
     let source = unique("acks-src");
     let dlq_topic = unique("acks-dlq");
-    let config = millrace_worker::WorkerConfig::from_toml(&format!(
-        "[kafka]\nbrokers = \"{}\"\n[[bindings]]\ntopic = \"{source}\"\nplugin = \"127.0.0.1:1/x/y:v1\"\n\
-         [sinks.influxdb]\nurl = \"http://127.0.0.1:1\"\ndatabase = \"x\"\n",
-        addr("kafka")
-    ))?;
+    let config = TestConfig::new()
+        .binding(Binding::topic(&source).plugin("127.0.0.1:1/x/y:v1"))
+        .influxdb_url("http://127.0.0.1:1", "x")
+        .parse()?;
     let metrics = Metrics::new()?;
     metrics.initialize(&[]);
     let dlq = DeadLetters::new(

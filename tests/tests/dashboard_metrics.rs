@@ -7,8 +7,9 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{create_db, influx_ids, produce, start_worker};
-use millrace_tests::{addr, eventually, free_port, http_url, oras_push, repo_root, unique};
+use millrace_tests::config::{Binding, TestConfig};
+use millrace_tests::e2e::{create_db, metrics_text, produce, wait_points};
+use millrace_tests::{addr, eventually, free_port, push_plugin, repo_root, unique};
 use serde_json::{Value, json};
 
 /// `millrace_*` names in a text, without histogram suffixes.
@@ -32,47 +33,25 @@ async fn the_dashboard_and_alerts_use_only_exported_metrics() -> Result<()> {
     let db = format!("db_{uid}");
     create_db(&db).await?;
     let registry = addr("registry");
-    let digest = oras_push(
-        &format!("{registry}/dash/router:v1"),
-        &repo_root().join("plugins/dist/seed_router.wasm"),
-        Some("application/wasm"),
-        None,
-    )?;
+    let digest = push_plugin(&format!("{registry}/dash/router:v1"), "seed_router")?;
     let topic = format!("client-{uid}");
     let port = free_port();
     let cache = tempfile::tempdir()?;
-    let (tx, worker) = start_worker(&format!(
-        r#"
-        [kafka]
-        brokers = "{kafka}"
-        group_id = "group-{uid}"
-        session_timeout = "6s"
-        statistics_interval = "1s"
-        [[bindings]]
-        topic = "{topic}"
-        plugin = "{registry}/dash/router@{digest}"
-        allowed_measurements = ["env_"]
-        allowed_indices = ["*"]
-        [sinks.influxdb]
-        url = "{influx}"
-        database = "{db}"
-        [sinks.elasticsearch]
-        urls = ["{es}"]
-        [dead_letter]
-        topic = "dlq-{uid}"
-        [metrics]
-        address = "127.0.0.1:{port}"
-        [registry]
-        cache_dir = "{cache}"
-        insecure = ["{registry}"]
-        [batching]
-        linger = "50ms"
-        "#,
-        kafka = addr("kafka"),
-        influx = http_url("influxdb"),
-        es = http_url("elasticsearch"),
-        cache = cache.path().display(),
-    ))?;
+    let (tx, worker) = TestConfig::for_group(&format!("group-{uid}"))
+        .set("kafka", "statistics_interval", "1s")
+        .binding(
+            Binding::topic(&topic)
+                .plugin(&format!("{registry}/dash/router@{digest}"))
+                .measurements(["env_"])
+                .indices(["*"]),
+        )
+        .influxdb(&db)
+        .elasticsearch()
+        .dead_letter(&format!("dlq-{uid}"))
+        .metrics_port(port)
+        .registry_cache(cache.path())
+        .batching(|b| b.set("linger", "50ms"))
+        .start()?;
     let mut records: Vec<_> = (0..20u64)
         .map(|id| {
             (
@@ -89,16 +68,17 @@ async fn the_dashboard_and_alerts_use_only_exported_metrics() -> Result<()> {
         json!({"type": "log", "service": "svc"}).to_string().into_bytes(),
     ));
     produce(&topic, &records).await?;
-    eventually(Duration::from_secs(60), "the records to land", || {
-        let db = db.clone();
-        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 20) }
-    })
+    wait_points(&db, 20, Duration::from_secs(60), "the records to land").await;
+    // The lag gauge appears with a statistics round after the records were consumed.
+    let text = eventually(
+        Duration::from_secs(30),
+        "a statistics round (the consumer lag gauge)",
+        || async {
+            let text = metrics_text(port).await;
+            text.contains("millrace_consumer_lag{").then_some(text)
+        },
+    )
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await; // a statistics round for the lag gauge
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await?
-        .text()
-        .await?;
     let exported: BTreeSet<String> = text
         .lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())

@@ -9,12 +9,17 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, create_db, dead_letters, influx_ids, produce, start_worker};
-use millrace_tests::{addr, eventually, free_port, http_url, oras_push, push_plugin, repo_root, unique};
-use serde_json::{Value, json};
+use millrace_tests::config::{Binding, TestConfig, bindings_file};
+use millrace_tests::e2e::{
+    committed, create_db, dead_letters, es_hits, influx_ids, metric_record, metrics_text, probe, produce,
+    signal, spawn_worker_process, terminate, wait_points,
+};
+use millrace_tests::{addr, eventually, free_port, oras_push, push_plugin, unique};
 
 struct Live {
     uid: String,
+    /// The test's repository in the stack's registry.
+    repo: String,
     db: String,
     group: String,
     dlq: String,
@@ -28,6 +33,7 @@ impl Live {
         let db = format!("db_{uid}");
         create_db(&db).await?;
         Ok(Self {
+            repo: format!("{}/live/{uid}", addr("registry")),
             group: format!("group-{uid}"),
             dlq: format!("dlq-{uid}"),
             db,
@@ -42,59 +48,36 @@ impl Live {
     }
 
     /// Replaces the bindings file the way a ConfigMap update does: a new file renamed over the old one.
-    fn write_bindings(&self, text: &str) {
+    fn write_bindings(&self, bindings: &[Binding]) {
+        self.write_bindings_text(&bindings_file(bindings));
+    }
+
+    /// Replaces the bindings file with this text (valid or not).
+    fn write_bindings_text(&self, text: &str) {
         let tmp = self.dir.path().join("bindings.toml.new");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, self.bindings_path()).unwrap();
     }
 
-    fn config(&self) -> String {
-        let registry = addr("registry");
-        format!(
-            r#"
-            bindings_file = "{bindings}"
-            [reload]
-            interval = "300ms"
-            [kafka]
-            brokers = "{kafka}"
-            group_id = "{group}"
-            session_timeout = "6s"
-            [sinks.influxdb]
-            url = "{influx}"
-            database = "{db}"
-            [sinks.elasticsearch]
-            urls = ["{es}"]
-            [dead_letter]
-            topic = "{dlq}"
-            [metrics]
-            address = "127.0.0.1:{port}"
-            [registry]
-            cache_dir = "{cache}"
-            insecure = ["{registry}"]
-            [batching]
-            linger = "50ms"
-            "#,
-            bindings = self.bindings_path().display(),
-            kafka = addr("kafka"),
-            group = self.group,
-            influx = http_url("influxdb"),
-            db = self.db,
-            es = http_url("elasticsearch"),
-            dlq = self.dlq,
-            port = self.port,
-            cache = self.dir.path().join("cache").display(),
-        )
+    /// A worker of this group reading its bindings from the bindings file, checked every 300 ms.
+    fn config(&self) -> TestConfig {
+        TestConfig::for_group(&self.group)
+            .bindings_file(&self.bindings_path())
+            .reload_interval("300ms")
+            .influxdb(&self.db)
+            .elasticsearch()
+            .dead_letter(&self.dlq)
+            .metrics_port(self.port)
+            .registry_cache(&self.dir.path().join("cache"))
+            .batching(|b| b.set("linger", "50ms"))
     }
 
     fn start(&self) -> millrace_tests::e2e::RunningWorker {
-        start_worker(&self.config()).expect("worker config")
+        self.config().start().expect("worker config")
     }
 
     async fn metrics(&self) -> String {
-        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        metrics_text(self.port).await
     }
 
     /// Waits until the binding runs the plugin with this manifest digest; returns how long that took.
@@ -111,50 +94,23 @@ impl Live {
     }
 }
 
-fn binding(name: &str, topic: &str, plugin: &str, extra: &str) -> String {
-    format!(
-        r#"
-[[bindings]]
-name = "{name}"
-topic = "{topic}"
-plugin = "{plugin}"
-allowed_measurements = ["env_", "kafka_records"]
-allowed_indices = ["*"]
-smoke = ['{{"type":"metric","source":"smoke","value":1}}']
-{extra}
-"#
-    )
-}
-
-fn metric(id: u64) -> (String, Vec<u8>) {
-    (
-        format!("k{id}"),
-        json!({"type": "metric", "source": format!("r{id}"), "value": id, "rid": id})
-            .to_string()
-            .into_bytes(),
-    )
+/// A named binding of a topic to a plugin, with a smoke sample, allowed to write anything.
+fn binding(name: &str, topic: &str, plugin: &str) -> Binding {
+    Binding::topic(topic)
+        .name(name)
+        .plugin(plugin)
+        .measurements(["env_", "kafka_records"])
+        .indices(["*"])
+        .smoke([r#"{"type":"metric","source":"smoke","value":1}"#])
 }
 
 /// Record ids in the envelope documents of an index (c-envelope embeds the record value).
 async fn envelope_ids(index: &str) -> Result<BTreeSet<u64>> {
-    let r = reqwest::Client::new()
-        .post(format!("{}/{index}/_search", http_url("elasticsearch")))
-        .header("Content-Type", "application/json")
-        .body(json!({"size": 10000, "query": {"match_all": {}}}).to_string())
-        .send()
-        .await?;
-    if !r.status().is_success() {
-        return Ok(BTreeSet::new());
-    }
-    let v: Value = r.json().await?;
-    Ok(v["hits"]["hits"]
-        .as_array()
-        .map(|h| {
-            h.iter()
-                .filter_map(|d| d["_source"]["value"]["rid"].as_u64())
-                .collect()
-        })
-        .unwrap_or_default())
+    Ok(es_hits(index)
+        .await?
+        .iter()
+        .filter_map(|d| d["_source"]["value"]["rid"].as_u64())
+        .collect())
 }
 
 /// An always-trapping ABI v1 module: valid, compiles, fails every record.
@@ -175,21 +131,16 @@ fn trapping_module(dir: &Path) -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() -> Result<()> {
     let live = Live::new().await?;
-    let registry = addr("registry");
-    let repo = format!("{registry}/live/{}", live.uid);
+    let repo = &live.repo;
     let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let v2 = push_plugin(&format!("{repo}:v2"), "c_envelope")?;
     let topic = format!("client-{}", live.uid);
-    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v1}"))]);
     let (stop, worker) = live.start();
 
     // Phase 1 under v1.
-    produce(&topic, &(0..500).map(metric).collect::<Vec<_>>()).await?;
-    eventually(Duration::from_secs(60), "phase 1 under v1", || {
-        let db = live.db.clone();
-        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 500) }
-    })
-    .await;
+    produce(&topic, &(0..500).map(metric_record).collect::<Vec<_>>()).await?;
+    wait_points(&live.db, 500, Duration::from_secs(60), "phase 1 under v1").await;
     // Load continues while the binding changes to v2 (cold: v2 is not in the cache).
     let producer = {
         let topic = topic.clone();
@@ -198,20 +149,21 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
                 produce(
                     &topic,
                     &(500 + chunk * 50..500 + chunk * 50 + 50)
-                        .map(metric)
+                        .map(metric_record)
                         .collect::<Vec<_>>(),
                 )
                 .await?;
+                // Pacing, the point of the test: load goes on while the binding changes.
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             anyhow::Ok(())
         })
     };
-    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v2}"), ""));
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v2}"))]);
     let cold = live.wait_active("acme", &v2).await;
     producer.await??;
     // Phase 2, after the switch: v2 only.
-    produce(&topic, &(1000..1500).map(metric).collect::<Vec<_>>()).await?;
+    produce(&topic, &(1000..1500).map(metric_record).collect::<Vec<_>>()).await?;
 
     // Broken v3s: not wasm at all, and a module that traps on every record. Both refused; v2 keeps running.
     let dir = tempfile::tempdir()?;
@@ -226,7 +178,7 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
     )?;
     for broken in [&not_wasm, &traps] {
         let refused_before = refused(&live).await;
-        live.write_bindings(&binding("acme", &topic, &format!("{repo}@{broken}"), ""));
+        live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{broken}"))]);
         eventually(
             Duration::from_secs(30),
             "the broken version to be refused",
@@ -236,18 +188,19 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
     }
     // A broken version stays in the file: it is refused once, not again at every check (300 ms here).
     let refusals = refused(&live).await;
+    // A window of some checks, the point of this assertion: nothing is to happen in it.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(refused(&live).await, refusals, "a broken version is refused once");
-    let ready = reqwest::get(format!("http://127.0.0.1:{}/readyz", live.port))
-        .await?
-        .status()
-        .as_u16();
-    assert_eq!(ready, 200, "still ready after refused rollouts");
+    assert_eq!(
+        probe(live.port, "/readyz").await,
+        200,
+        "still ready after refused rollouts"
+    );
     assert!(live.metrics().await.contains(&format!(
         "millrace_plugin_info{{binding=\"acme\",digest=\"{v2}\"}} 1"
     )));
     // Phase 3 with a broken version in the file: still v2.
-    produce(&topic, &(1500..2000).map(metric).collect::<Vec<_>>()).await?;
+    produce(&topic, &(1500..2000).map(metric_record).collect::<Vec<_>>()).await?;
 
     // Every record processed by exactly one version, nothing lost.
     let index = format!("envelope-{topic}");
@@ -279,7 +232,7 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
     );
 
     // Back to v1: warm (in memory).
-    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v1}"))]);
     let warm = live.wait_active("acme", &v1).await;
     eprintln!("time from binding change to active: cold {cold:?}, warm {warm:?}");
     stop.send(()).ok();
@@ -300,35 +253,32 @@ async fn refused(live: &Live) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bindings_added_and_removed_take_effect_without_a_restart() -> Result<()> {
     let live = Live::new().await?;
-    let registry = addr("registry");
-    let repo = format!("{registry}/live/{}", live.uid);
+    let repo = &live.repo;
     let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let first = format!("client-{}-a", live.uid);
     let second = format!("client-{}-b", live.uid);
     let plugin = format!("{repo}@{v1}");
-    live.write_bindings(&binding("a", &first, &plugin, ""));
+    live.write_bindings(&[binding("a", &first, &plugin)]);
     let (stop, worker) = live.start();
-    produce(&first, &(0..300).map(metric).collect::<Vec<_>>()).await?;
-    eventually(Duration::from_secs(60), "the first client's records", || {
-        let db = live.db.clone();
-        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 300) }
-    })
+    produce(&first, &(0..300).map(metric_record).collect::<Vec<_>>()).await?;
+    wait_points(
+        &live.db,
+        300,
+        Duration::from_secs(60),
+        "the first client's records",
+    )
     .await;
 
     // A new client: its topic and binding appear while the worker runs.
-    produce(&second, &(10_000..10_300).map(metric).collect::<Vec<_>>()).await?;
-    live.write_bindings(&(binding("a", &first, &plugin, "") + &binding("b", &second, &plugin, "")));
-    let ids = eventually(Duration::from_secs(90), "the new client's records", || {
-        let db = live.db.clone();
-        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 600) }
-    })
-    .await;
+    produce(&second, &(10_000..10_300).map(metric_record).collect::<Vec<_>>()).await?;
+    live.write_bindings(&[binding("a", &first, &plugin), binding("b", &second, &plugin)]);
+    let ids = wait_points(&live.db, 600, Duration::from_secs(90), "the new client's records").await;
     assert!((10_000..10_300).all(|id| ids.contains(&id)));
 
     // Remove the first client's binding: its new records are not processed and its offsets stay.
     let before = committed(&live.group, &[&first])?.get(&first).copied();
     assert_eq!(before, Some(300));
-    live.write_bindings(&binding("b", &second, &plugin, ""));
+    live.write_bindings(&[binding("b", &second, &plugin)]);
     eventually(Duration::from_secs(30), "binding a to be gone", || async {
         (!live
             .metrics()
@@ -337,8 +287,8 @@ async fn bindings_added_and_removed_take_effect_without_a_restart() -> Result<()
         .then_some(())
     })
     .await;
-    produce(&first, &(300..400).map(metric).collect::<Vec<_>>()).await?;
-    produce(&second, &(10_300..10_400).map(metric).collect::<Vec<_>>()).await?;
+    produce(&first, &(300..400).map(metric_record).collect::<Vec<_>>()).await?;
+    produce(&second, &(10_300..10_400).map(metric_record).collect::<Vec<_>>()).await?;
     let ids = eventually(
         Duration::from_secs(60),
         "the remaining client's new records",
@@ -353,6 +303,7 @@ async fn bindings_added_and_removed_take_effect_without_a_restart() -> Result<()
         },
     )
     .await;
+    // A window in which the removed binding's records would have landed, the point of this assertion.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let ids_later = influx_ids(&live.db).await?;
     assert!(
@@ -373,14 +324,13 @@ async fn bindings_added_and_removed_take_effect_without_a_restart() -> Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_malformed_bindings_file_is_refused_and_the_last_good_one_stays() -> Result<()> {
     let live = Live::new().await?;
-    let registry = addr("registry");
-    let repo = format!("{registry}/live/{}", live.uid);
+    let repo = &live.repo;
     let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let topic = format!("client-{}", live.uid);
-    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v1}"))]);
     let (stop, worker) = live.start();
     live.wait_active("acme", &v1).await;
-    live.write_bindings("[[bindings]]\nname = \"acme\"\ntopic = ");
+    live.write_bindings_text("[[bindings]]\nname = \"acme\"\ntopic = ");
     eventually(
         Duration::from_secs(30),
         "the malformed file to be refused",
@@ -392,14 +342,12 @@ async fn a_malformed_bindings_file_is_refused_and_the_last_good_one_stays() -> R
         },
     )
     .await;
-    produce(&topic, &(0..200).map(metric).collect::<Vec<_>>()).await?;
-    let ids = eventually(
+    produce(&topic, &(0..200).map(metric_record).collect::<Vec<_>>()).await?;
+    let ids = wait_points(
+        &live.db,
+        200,
         Duration::from_secs(60),
         "records under the last good bindings",
-        || {
-            let db = live.db.clone();
-            async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 200) }
-        },
     )
     .await;
     assert_eq!(ids, (0..200).collect::<BTreeSet<u64>>());
@@ -411,36 +359,29 @@ async fn a_malformed_bindings_file_is_refused_and_the_last_good_one_stays() -> R
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_regex_binding_picks_up_a_client_topic_created_while_running() -> Result<()> {
     let live = Live::new().await?;
-    let registry = addr("registry");
-    let repo = format!("{registry}/live/{}", live.uid);
+    let repo = &live.repo;
     let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let existing = format!("tenant-{}-one", live.uid);
-    produce(&existing, &(0..50).map(metric).collect::<Vec<_>>()).await?;
-    live.write_bindings(&format!(
-        r#"
-[[bindings]]
-name = "tenants"
-topic_regex = "tenant-{uid}-.*"
-plugin = "{repo}@{v1}"
-allowed_measurements = ["env_"]
-"#,
-        uid = live.uid
-    ));
+    produce(&existing, &(0..50).map(metric_record).collect::<Vec<_>>()).await?;
+    live.write_bindings(&[Binding::topic_regex(&format!("tenant-{}-.*", live.uid))
+        .name("tenants")
+        .plugin(&format!("{repo}@{v1}"))
+        .measurements(["env_"])]);
     let (stop, worker) = live.start();
-    eventually(Duration::from_secs(60), "the existing tenant's records", || {
-        let db = live.db.clone();
-        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 50) }
-    })
+    wait_points(
+        &live.db,
+        50,
+        Duration::from_secs(60),
+        "the existing tenant's records",
+    )
     .await;
     let created = format!("tenant-{}-two", live.uid);
-    produce(&created, &(100..150).map(metric).collect::<Vec<_>>()).await?;
-    let ids = eventually(
+    produce(&created, &(100..150).map(metric_record).collect::<Vec<_>>()).await?;
+    let ids = wait_points(
+        &live.db,
+        100,
         Duration::from_secs(90),
         "the new tenant topic's records, without a restart",
-        || {
-            let db = live.db.clone();
-            async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= 100) }
-        },
     )
     .await;
     assert!((100..150).all(|id| ids.contains(&id)));
@@ -452,40 +393,24 @@ allowed_measurements = ["env_"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sighup_applies_a_binding_change_at_once() -> Result<()> {
     let live = Live::new().await?;
-    let registry = addr("registry");
-    let repo = format!("{registry}/live/{}", live.uid);
+    let repo = &live.repo;
     let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
     let v2 = push_plugin(&format!("{repo}:v2"), "seed_compat")?;
     let topic = format!("client-{}", live.uid);
-    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v1}"), ""));
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v1}"))]);
     // A worker process that only looks at its bindings every hour, unless told.
     let file = live.dir.path().join("worker.toml");
-    std::fs::write(
-        &file,
-        live.config().replace("interval = \"300ms\"", "interval = \"1h\""),
-    )?;
-    let bin = std::env::var_os("MILLRACE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/debug/millrace"));
-    let mut child = std::process::Command::new(bin)
-        .args(["worker", "--config"])
-        .arg(&file)
-        .env("RUST_LOG", "warn")
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
+    live.config().reload_interval("1h").write(&file)?;
+    let child = spawn_worker_process(&file)?;
     live.wait_active("acme", &v1).await;
-    live.write_bindings(&binding("acme", &topic, &format!("{repo}@{v2}"), ""));
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v2}"))]);
+    // A window in which a worker checking its file would apply the change, the point of this assertion.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!live.metrics().await.contains(&v2), "not applied before SIGHUP");
-    std::process::Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()?;
+    signal(&child, "HUP")?;
     let took = live.wait_active("acme", &v2).await;
     eprintln!("SIGHUP to active: {took:?}");
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()?;
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    let status = terminate(child).await?;
     assert!(status.success());
     Ok(())
 }
@@ -493,15 +418,11 @@ async fn sighup_applies_a_binding_change_at_once() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_tag_moved_to_a_new_digest_rolls_out_under_the_always_policy() -> Result<()> {
     let live = Live::new().await?;
-    let registry = addr("registry");
-    let tag = format!("{registry}/live/{}:stable", live.uid);
+    let tag = format!("{}:stable", live.repo);
     let v1 = push_plugin(&tag, "seed_router")?;
     let topic = format!("client-{}", live.uid);
-    live.write_bindings(&binding("acme", &topic, &tag, ""));
-    let config = live
-        .config()
-        .replace("[registry]", "[registry]\npull_policy = \"always\"");
-    let (tx, worker) = start_worker(&config)?;
+    live.write_bindings(&[binding("acme", &topic, &tag)]);
+    let (tx, worker) = live.config().set("registry", "pull_policy", "always").start()?;
     live.wait_active("acme", &v1).await;
     let v2 = push_plugin(&tag, "seed_compat")?;
     let took = live.wait_active("acme", &v2).await;

@@ -442,6 +442,7 @@ async fn a_moved_tag_is_picked_up_under_always_and_interval_not_if_not_present()
     let short = store_with(&registry, Some(cache.path()), |c| {
         c.pull_policy = PullPolicy::Interval(Duration::from_millis(1))
     });
+    // The 1 ms interval elapsing is the point here: time passes, there is nothing else to wait for.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let loaded = short.store.load(&reference).await?;
     assert_eq!(loaded.manifest_digest, v2, "interval elapsed: re-resolved");

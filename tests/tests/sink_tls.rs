@@ -3,13 +3,17 @@
 //! nothing is committed; with it, every output lands; an unusable `ca_file` stops the worker with a typed error.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, es_docs, produce, start_worker};
+use millrace_tests::config::{Binding, TestConfig};
+use millrace_tests::e2e::{
+    committed, es_docs, influx_ids_with, metric_value, produce, vm_source_ids_with, wait_docs,
+};
 use millrace_tests::tls::{TestCa, TlsProxy, TlsServer};
 use millrace_tests::{addr, eventually, free_port, push_plugin, unique};
-use serde_json::{Value, json};
+use serde_json::json;
 
 struct Setup {
     ca: TestCa,
@@ -24,113 +28,43 @@ struct Setup {
 }
 
 impl Setup {
-    /// A worker configuration; `ca` is the `ca_file` line of each sink (or nothing).
-    fn config(&self, ca: &str, metrics_port: u16) -> String {
-        format!(
-            r#"
-            [kafka]
-            brokers = "{kafka}"
-            group_id = "{group}"
-            session_timeout = "6s"
-            [[bindings]]
-            topic = "{topic}"
-            plugin = "{plugin}"
-            allowed_measurements = ["env_"]
-            allowed_indices = ["{uid}"]
-            [sinks.influxdb]
-            url = "{influx}"
-            database = "tls"
-            {ca}
-            [sinks.influxdb_v2]
-            url = "{vm}"
-            org = "o"
-            bucket = "b"
-            {ca}
-            [sinks.elasticsearch]
-            urls = ["{es}"]
-            {ca}
-            [dead_letter]
-            topic = "dlq-{uid}"
-            [metrics]
-            address = "127.0.0.1:{metrics_port}"
-            [registry]
-            cache_dir = "{cache}"
-            insecure = ["{registry}"]
-            [batching]
-            linger = "50ms"
-            retry_max_backoff = "1s"
-            [pipeline]
-            drain_timeout = "2s"
-            "#,
-            kafka = addr("kafka"),
-            registry = addr("registry"),
-            group = self.group,
-            topic = self.topic,
-            plugin = self.plugin,
-            uid = self.uid,
-            influx = self.influx.url,
-            vm = self.vm.url,
-            es = self.es.url,
-            cache = self.cache.path().display(),
-        )
+    /// A worker configuration; `ca` is the `ca_file` of each sink (or none).
+    fn config(&self, ca: Option<&Path>, metrics_port: u16) -> TestConfig {
+        let config = TestConfig::for_group(&self.group)
+            .binding(
+                Binding::topic(&self.topic)
+                    .plugin(&self.plugin)
+                    .measurements(["env_"])
+                    .indices([&self.uid]),
+            )
+            .influxdb_url(&self.influx.url, "tls")
+            .influxdb_v2_url(&self.vm.url, "o", "b")
+            .elasticsearch_urls([&self.es.url]);
+        match ca {
+            Some(ca) => config.sinks_ca_file(ca),
+            None => config,
+        }
+        .dead_letter(&format!("dlq-{}", self.uid))
+        .metrics_port(metrics_port)
+        .registry_cache(self.cache.path())
+        .batching(|b| b.set("linger", "50ms").set("retry_max_backoff", "1s"))
+        .pipeline(|p| p.set("drain_timeout", "2s"))
     }
 
     /// `source` tags of the points in the TLS InfluxDB.
     async fn influx_sources(&self) -> Result<BTreeSet<u64>> {
-        let v: Value = self
-            .ca
-            .client()?
-            .get(format!("{}/query", self.influx.url))
-            .query(&[
-                ("db", "tls"),
-                ("q", "SELECT \"source\", \"value\" FROM env_metrics"),
-            ])
-            .send()
-            .await?
-            .json()
-            .await?;
-        Ok(ids(v["results"][0]["series"][0]["values"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|row| row[1].as_str())))
+        influx_ids_with(&self.ca.client()?, &self.influx.url, "tls").await
     }
 
     /// `source` labels of the series in the TLS VictoriaMetrics.
     async fn vm_sources(&self) -> Result<BTreeSet<u64>> {
-        let text = self
-            .ca
-            .client()?
-            .get(format!("{}/api/v1/export", self.vm.url))
-            .query(&[("match[]", "{__name__=\"env_metrics_value\"}")])
-            .send()
-            .await?
-            .text()
-            .await?;
-        let rows: Vec<Value> = text
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect();
-        Ok(ids(rows.iter().filter_map(|v| v["metric"]["source"].as_str())))
+        vm_source_ids_with(
+            &self.ca.client()?,
+            &self.vm.url,
+            "{__name__=\"env_metrics_value\"}",
+        )
+        .await
     }
-}
-
-fn ids<'a>(sources: impl Iterator<Item = &'a str>) -> BTreeSet<u64> {
-    sources
-        .filter_map(|s| s.strip_prefix('r')?.parse().ok())
-        .collect()
-}
-
-async fn metric(port: u16, line_start: &str) -> Option<f64> {
-    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -182,15 +116,15 @@ async fn sinks_reach_tls_stores_through_a_private_ca_and_lose_nothing_without_it
 
     // Without the CA: no store is trusted, every write fails and is retried, nothing is committed.
     let port = free_port();
-    let (stop, worker) = start_worker(&s.config("", port))?;
+    let (stop, worker) = s.config(None, port).start()?;
     for sink in ["influxdb", "influxdb_v2", "elasticsearch"] {
         eventually(
             Duration::from_secs(30),
             &format!("{sink} to be down (untrusted certificate)"),
             || async move {
                 let retries =
-                    metric(port, &format!("millrace_sink_retries_total{{sink=\"{sink}\"}}")).await?;
-                let up = metric(port, &format!("millrace_sink_up{{sink=\"{sink}\"}}")).await?;
+                    metric_value(port, &format!("millrace_sink_retries_total{{sink=\"{sink}\"}}")).await?;
+                let up = metric_value(port, &format!("millrace_sink_up{{sink=\"{sink}\"}}")).await?;
                 (retries >= 1.0 && up == 0.0).then_some(())
             },
         )
@@ -208,8 +142,7 @@ async fn sinks_reach_tls_stores_through_a_private_ca_and_lose_nothing_without_it
     );
 
     // With the CA: every output lands in the three stores, exactly.
-    let ca_line = format!("ca_file = \"{}\"", s.ca.ca.display());
-    let (stop, worker) = start_worker(&s.config(&ca_line, free_port()))?;
+    let (stop, worker) = s.config(Some(&s.ca.ca), free_port()).start()?;
     let in_influx = eventually(
         Duration::from_secs(60),
         "the points in InfluxDB (TLS)",
@@ -229,9 +162,12 @@ async fn sinks_reach_tls_stores_through_a_private_ca_and_lose_nothing_without_it
     )
     .await;
     assert_eq!(in_vm, metrics);
-    let docs = eventually(Duration::from_secs(60), "the documents (TLS proxy)", || async {
-        es_docs(&index).await.ok().filter(|d| d.len() >= logs.len())
-    })
+    let docs = wait_docs(
+        &index,
+        logs.len(),
+        Duration::from_secs(60),
+        "the documents (TLS proxy)",
+    )
     .await;
     assert_eq!(docs.iter().map(|(id, _)| *id).collect::<BTreeSet<_>>(), logs);
     eventually(Duration::from_secs(30), "offsets committed", || async {
@@ -251,30 +187,19 @@ async fn an_unusable_ca_file_stops_the_worker_with_a_config_error() -> Result<()
     let cache = tempfile::tempdir()?;
     let registry = addr("registry");
     let plugin = push_plugin(&format!("{registry}/tls/router:v1"), "seed_router")?;
-    for (sink, section) in [
-        (
-            "influxdb",
-            "[sinks.influxdb]\nurl = \"https://127.0.0.1:1\"\ndatabase = \"x\"",
-        ),
-        (
-            "influxdb_v2",
-            "[sinks.influxdb_v2]\nurl = \"https://127.0.0.1:1\"\norg = \"o\"\nbucket = \"b\"",
-        ),
-        (
-            "elasticsearch",
-            "[sinks.elasticsearch]\nurls = [\"https://127.0.0.1:1\"]",
-        ),
-    ] {
-        let config = format!(
-            "[kafka]\nbrokers = \"{kafka}\"\n[[bindings]]\ntopic = \"t-{u}\"\nplugin = \"{registry}/tls/router@{plugin}\"\n\
-             {section}\nca_file = \"{ca}\"\n[metrics]\naddress = \"127.0.0.1:0\"\n[registry]\ncache_dir = \"{cache}\"\n\
-             insecure = [\"{registry}\"]\n",
-            kafka = addr("kafka"),
-            u = unique("x"),
-            ca = garbage.display(),
-            cache = cache.path().display(),
+    for sink in ["influxdb", "influxdb_v2", "elasticsearch"] {
+        let config = TestConfig::new().binding(
+            Binding::topic(&format!("t-{}", unique("x"))).plugin(&format!("{registry}/tls/router@{plugin}")),
         );
-        let (_stop, worker) = start_worker(&config)?;
+        let config = match sink {
+            "influxdb" => config.influxdb_url("https://127.0.0.1:1", "x"),
+            "influxdb_v2" => config.influxdb_v2_url("https://127.0.0.1:1", "o", "b"),
+            _ => config.elasticsearch_urls(["https://127.0.0.1:1"]),
+        }
+        .sinks_ca_file(&garbage)
+        .metrics_port(0)
+        .registry_cache(cache.path());
+        let (_stop, worker) = config.start()?;
         let err = worker
             .await?
             .expect_err("a worker with an unusable ca_file must not start");

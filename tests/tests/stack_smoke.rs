@@ -5,6 +5,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
+use millrace_tests::e2e::vm_export_with;
 use millrace_tests::{addr, eventually, http_url, oras_push, stack_dir, unique};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -203,27 +204,10 @@ async fn victoriametrics_v2_write_via_influxdb2_and_read_back() -> Result<()> {
         .context("influxdb2 write_line_protocol to VictoriaMetrics")?;
 
     let http = reqwest::Client::new();
-    let name = format!("{measurement}_value");
-    let series: Vec<Value> = eventually(WAIT, "VictoriaMetrics to return the written points", || {
-        let http = http.clone();
-        let url = format!("{base}/api/v1/export");
-        let name = name.clone();
-        async move {
-            let text = http
-                .get(url)
-                .query(&[("match[]", format!("{{__name__=\"{name}\"}}"))])
-                .send()
-                .await
-                .ok()?
-                .text()
-                .await
-                .ok()?;
-            let series: Vec<Value> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect();
-            (series.len() == 5).then_some(series)
-        }
+    let selector = format!("{{__name__=\"{measurement}_value\"}}");
+    let series: Vec<Value> = eventually(WAIT, "VictoriaMetrics to return the written points", || async {
+        let series = vm_export_with(&http, &base, &selector).await.ok()?;
+        (series.len() == 5).then_some(series)
     })
     .await;
     let mut hosts: Vec<(String, f64)> = series

@@ -8,9 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, create_db, dead_letters, es_docs, influx_ids, produce, start_worker};
+use millrace_tests::config::{Binding, TestConfig};
+use millrace_tests::e2e::{
+    committed, create_db, dead_letters, es_count, influx_count, produce, vm_source_ids_with, wait_docs,
+    wait_points,
+};
 use millrace_tests::{addr, eventually, http_url, push_plugin, unique};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Everything one test needs, with names no other test uses.
 struct Scenario {
@@ -39,61 +43,39 @@ impl Scenario {
         format!("{s}{}", self.uid)
     }
 
-    fn config(&self, router: &str, compat: &str, cache: &std::path::Path) -> String {
+    /// A worker of this scenario's group writing to its database and dead-letter topic.
+    fn worker(&self, cache: &std::path::Path) -> TestConfig {
+        TestConfig::for_group(&self.group)
+            .influxdb(&self.db)
+            .dead_letter(&self.dlq)
+            .metrics_port(0)
+            .registry_cache(cache)
+    }
+
+    fn config(&self, router: &str, compat: &str, cache: &std::path::Path) -> TestConfig {
         let registry = addr("registry");
-        format!(
-            r#"
-            [kafka]
-            brokers = "{kafka}"
-            group_id = "{group}"
-            session_timeout = "6s"
-            statistics_interval = "1s"
-            [[bindings]]
-            topic = "{v1}"
-            plugin = "{registry}/e2e/router@{router}"
-            allowed_measurements = ["env_"]
-            allowed_indices = ["{a}-", "{b}-"]
-            [[bindings]]
-            topic = "{seed}"
-            plugin = "{registry}/e2e/compat@{compat}"
-            allowed_measurements = ["env_"]
-            allowed_indices = ["*"]
-            [sinks.influxdb]
-            url = "{influx}"
-            database = "{db}"
-            [sinks.influxdb_v2]
-            url = "{vm}"
-            org = "e2e"
-            bucket = "e2e"
-            token = "t"
-            [sinks.elasticsearch]
-            urls = ["{es}"]
-            [dead_letter]
-            topic = "{dlq}"
-            [metrics]
-            address = "127.0.0.1:0"
-            [registry]
-            cache_dir = "{cache}"
-            insecure = ["{registry}"]
-            [batching]
-            linger = "50ms"
-            max_records = 500
-            [pipeline]
-            drain_timeout = "20s"
-            "#,
-            vm = http_url("victoriametrics"),
-            kafka = addr("kafka"),
-            group = self.group,
-            v1 = self.topic_v1,
-            seed = self.topic_seed,
-            a = self.service("checkout"),
-            b = self.service("billing"),
-            influx = http_url("influxdb"),
-            db = self.db,
-            es = http_url("elasticsearch"),
-            dlq = self.dlq,
-            cache = cache.display(),
-        )
+        self.worker(cache)
+            .set("kafka", "statistics_interval", "1s")
+            .binding(
+                Binding::topic(&self.topic_v1)
+                    .plugin(&format!("{registry}/e2e/router@{router}"))
+                    .measurements(["env_"])
+                    .indices([
+                        format!("{}-", self.service("checkout")),
+                        format!("{}-", self.service("billing")),
+                    ]),
+            )
+            .binding(
+                Binding::topic(&self.topic_seed)
+                    .plugin(&format!("{registry}/e2e/compat@{compat}"))
+                    .measurements(["env_"])
+                    .indices(["*"]),
+            )
+            .influxdb_v2("e2e", "e2e")
+            .set("sinks.influxdb_v2", "token", "t")
+            .elasticsearch()
+            .batching(|b| b.set("linger", "50ms").set("max_records", 500))
+            .pipeline(|p| p.set("drain_timeout", "20s"))
     }
 }
 
@@ -155,13 +137,14 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
     produce(&s.topic_seed, &seed).await?;
 
     let cache = tempfile::tempdir()?;
-    let (stop_tx, worker) = start_worker(&s.config(&router, &compat, cache.path()))?;
+    let (stop_tx, worker) = s.config(&router, &compat, cache.path()).start()?;
 
-    let points = eventually(Duration::from_secs(90), "all points in InfluxDB", || {
-        let db = s.db.clone();
-        let want = expect_points.len();
-        async move { influx_ids(&db).await.ok().filter(|ids| ids.len() >= want) }
-    })
+    let points = wait_points(
+        &s.db,
+        expect_points.len(),
+        Duration::from_secs(90),
+        "all points in InfluxDB",
+    )
     .await;
     assert_eq!(points, expect_points, "exactly the metric records, once each");
     // The same points through the InfluxDB v2 write API (VictoriaMetrics), by their `source` tag.
@@ -169,20 +152,9 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
         let want = expect_points.len();
         let selector = format!("{{__name__=\"env_metrics_value\",unit=\"{}\"}}", s.uid);
         async move {
-            let text = reqwest::Client::new()
-                .get(format!("{}/api/v1/export", http_url("victoriametrics")))
-                .query(&[("match[]", selector.as_str())])
-                .send()
-                .await
-                .ok()?
-                .text()
+            let ids = vm_source_ids_with(&reqwest::Client::new(), &http_url("victoriametrics"), &selector)
                 .await
                 .ok()?;
-            let ids: BTreeSet<u64> = text
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .filter_map(|v| v["metric"]["source"].as_str()?.strip_prefix('r')?.parse().ok())
-                .collect();
             (ids.len() >= want).then_some(ids)
         }
     })
@@ -193,11 +165,12 @@ async fn records_land_in_both_stores_or_the_dead_letter_topic_exactly() -> Resul
     );
 
     for (index, want) in &expect_docs {
-        let docs = eventually(Duration::from_secs(60), "documents in Elasticsearch", || {
-            let index = index.clone();
-            let want = want.len();
-            async move { es_docs(&index).await.ok().filter(|d| d.len() >= want) }
-        })
+        let docs = wait_docs(
+            index,
+            want.len(),
+            Duration::from_secs(60),
+            "documents in Elasticsearch",
+        )
         .await;
         let ids: BTreeSet<u64> = docs.iter().map(|(rid, _)| *rid).collect();
         assert_eq!(&ids, want, "index {index}");
@@ -246,41 +219,19 @@ async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_
     let registry = addr("registry");
     let hostile = push_plugin(&format!("{registry}/e2e/hostile:v1"), "hostile")?;
     let cache = tempfile::tempdir()?;
-    let text = format!(
-        r#"
-        [kafka]
-        brokers = "{kafka}"
-        group_id = "{group}"
-        session_timeout = "6s"
-        [[bindings]]
-        topic = "{topic}"
-        plugin = "{registry}/e2e/hostile@{hostile}"
-        allowed_measurements = ["ok"]
-        [bindings.limits]
-        fuel = 20000000
-        memory = "8MiB"
-        timeout = "200ms"
-        [sinks.influxdb]
-        url = "{influx}"
-        database = "{db}"
-        [dead_letter]
-        topic = "{dlq}"
-        [metrics]
-        address = "127.0.0.1:0"
-        [registry]
-        cache_dir = "{cache}"
-        insecure = ["{registry}"]
-        [batching]
-        linger = "50ms"
-        "#,
-        kafka = addr("kafka"),
-        group = s.group,
-        topic = s.topic_v1,
-        influx = http_url("influxdb"),
-        db = s.db,
-        dlq = s.dlq,
-        cache = cache.path().display(),
-    );
+    let config = s
+        .worker(cache.path())
+        .binding(
+            Binding::topic(&s.topic_v1)
+                .plugin(&format!("{registry}/e2e/hostile@{hostile}"))
+                .measurements(["ok"])
+                .limits(|l| {
+                    l.set("fuel", 20_000_000)
+                        .set("memory", "8MiB")
+                        .set("timeout", "200ms")
+                }),
+        )
+        .batching(|b| b.set("linger", "50ms"));
     let acts = [
         "loop",
         "memory",
@@ -313,26 +264,16 @@ async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_
         ));
     }
     produce(&s.topic_v1, &records).await?;
-    let (stop_tx, worker) = start_worker(&text)?;
+    let (stop_tx, worker) = config.start()?;
     let dead = dead_letters(&s.dlq, expect_dead.len()).await?;
     let kinds: BTreeMap<u64, &str> = dead.iter().map(|(id, (k, ..))| (*id, k.as_str())).collect();
     assert_eq!(kinds, expect_dead);
     // The well-behaved records, interleaved with the hostile ones, all landed.
-    let oks = eventually(Duration::from_secs(60), "the ok records' points", || {
-        let db = s.db.clone();
-        async move {
-            let v: Value = reqwest::Client::new()
-                .get(format!("{}/query", http_url("influxdb")))
-                .query(&[("db", db.as_str()), ("q", "SELECT count(\"offset\") FROM ok")])
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            let n = v["results"][0]["series"][0]["values"][0][1].as_u64()?;
-            (n == 10).then_some(n)
-        }
+    let oks = eventually(Duration::from_secs(60), "the ok records' points", || async {
+        influx_count(&s.db, "ok", "offset")
+            .await
+            .ok()
+            .filter(|n| *n == 10)
     })
     .await;
     assert_eq!(oks, 10);
@@ -360,46 +301,21 @@ async fn outputs_a_store_refuses_are_dead_lettered_with_its_reason() -> Result<(
     let registry = addr("registry");
     let envelope = push_plugin(&format!("{registry}/e2e/envelope:v1"), "c_envelope")?;
     let cache = tempfile::tempdir()?;
-    let text = format!(
-        r#"
-        [kafka]
-        brokers = "{kafka}"
-        group_id = "{group}"
-        session_timeout = "6s"
-        [[bindings]]
-        topic = "{topic}"
-        plugin = "{registry}/e2e/envelope@{envelope}"
-        allowed_measurements = ["kafka_records"]
-        allowed_indices = ["envelope-"]
-        [sinks.influxdb]
-        url = "{influx}"
-        database = "{db}"
-        [sinks.elasticsearch]
-        urls = ["{es}"]
-        [dead_letter]
-        topic = "{dlq}"
-        [metrics]
-        address = "127.0.0.1:0"
-        [registry]
-        cache_dir = "{cache}"
-        insecure = ["{registry}"]
-        [batching]
-        linger = "50ms"
-        "#,
-        kafka = addr("kafka"),
-        group = s.group,
-        topic = s.topic_v1,
-        influx = http_url("influxdb"),
-        es = http_url("elasticsearch"),
-        db = s.db,
-        dlq = s.dlq,
-        cache = cache.path().display(),
-    );
+    let config = s
+        .worker(cache.path())
+        .binding(
+            Binding::topic(&s.topic_v1)
+                .plugin(&format!("{registry}/e2e/envelope@{envelope}"))
+                .measurements(["kafka_records"])
+                .indices(["envelope-"]),
+        )
+        .elasticsearch()
+        .batching(|b| b.set("linger", "50ms"));
     let records: Vec<_> = (0..20u64)
         .map(|id| (format!("k{id}"), json!({"rid": id}).to_string().into_bytes()))
         .collect();
     produce(&s.topic_v1, &records).await?;
-    let (stop_tx, worker) = start_worker(&text)?;
+    let (stop_tx, worker) = config.start()?;
     let dead = dead_letters(&s.dlq, 20).await?;
     assert_eq!(dead.len(), 20);
     assert!(
@@ -408,19 +324,8 @@ async fn outputs_a_store_refuses_are_dead_lettered_with_its_reason() -> Result<(
     );
     // The documents of the same records were written.
     let index = format!("envelope-{}", s.topic_v1);
-    let docs = eventually(Duration::from_secs(60), "the envelope documents", || {
-        let index = index.clone();
-        async move {
-            let r: Value = reqwest::Client::new()
-                .get(format!("{}/{index}/_count", http_url("elasticsearch")))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            r["count"].as_u64().filter(|c| *c >= 20)
-        }
+    let docs = eventually(Duration::from_secs(60), "the envelope documents", || async {
+        es_count(&index).await.ok().filter(|c| *c >= 20)
     })
     .await;
     assert_eq!(docs, 20);
