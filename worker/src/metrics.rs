@@ -31,7 +31,9 @@ pub struct Metrics {
     pub sink_retries: IntCounterVec,
     pub sink_up: IntGaugeVec,
     pub in_flight: IntGauge,
+    pub in_flight_bytes: IntGauge,
     pub paused_partitions: IntGauge,
+    pub pauses: IntCounterVec,
     pub assigned_partitions: IntGauge,
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
@@ -169,6 +171,15 @@ impl Metrics {
                 "millrace_in_flight_records",
                 "Records taken and not yet fully written",
             )?,
+            in_flight_bytes: IntGauge::new(
+                "millrace_in_flight_bytes",
+                "Bytes of records taken and still held in memory (bounded by pipeline.memory_budget)",
+            )?,
+            pauses: counter(
+                "millrace_pauses_total",
+                "Partitions paused, by reason (records: too many in flight; memory: the budget; binding: one client's share)",
+                &["reason"],
+            )?,
             paused_partitions: IntGauge::new(
                 "millrace_paused_partitions",
                 "Partitions paused because too many of their records are in flight (stores slow or down)",
@@ -211,6 +222,7 @@ impl Metrics {
         registry.register(Box::new(m.reload_duration.clone()))?;
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.paused_partitions.clone()))?;
+        registry.register(Box::new(m.in_flight_bytes.clone()))?;
         registry.register(Box::new(m.assigned_partitions.clone()))?;
         registry.register(Box::new(m.record_latency.clone()))?;
         Ok(m)
@@ -226,6 +238,9 @@ impl Metrics {
             self.acks_dropped.with_label_values(&[outcome]);
         }
         self.resource_waits.with_label_values(&["instance_slot"]);
+        for reason in ["records", "memory", "binding"] {
+            self.pauses.with_label_values(&[reason]);
+        }
         for reason in ["lane_share", "no_capacity"] {
             self.instance_evictions.with_label_values(&[reason]);
         }

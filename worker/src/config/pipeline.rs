@@ -84,6 +84,14 @@ pub struct PipelineConfig {
     /// (8 are kept for plugin loads) and releases the least recently used idle instance when a binding needs
     /// one, so any number of bindings fits; a record waits for a slot rather than failing.
     pub max_instances: u32,
+    /// Memory the worker may use. A quarter of it bounds the bytes of records in flight across all partitions
+    /// (above it every partition pauses until half of that is free), and one binding's records may hold a
+    /// quarter of that share (above it that binding's partitions pause), so one client cannot take the budget
+    /// from the others. Set it to the container's memory limit, or a bit below.
+    #[serde(with = "crate::units::size")]
+    #[schemars(schema_with = "crate::units::size::schema")]
+    #[schemars(extend("x-default" = "the container's memory limit (cgroup), else 2GiB"))]
+    pub memory_budget: u64,
 }
 
 impl Default for PipelineConfig {
@@ -93,7 +101,33 @@ impl Default for PipelineConfig {
             max_in_flight_per_partition: 10_000,
             drain_timeout: Duration::from_secs(30),
             max_instances: 256,
+            memory_budget: container_memory_limit().unwrap_or(2 << 30),
         }
+    }
+}
+
+/// The memory limit of the container this process runs in (cgroup v2, then v1), if one is set.
+fn container_memory_limit() -> Option<u64> {
+    [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .filter_map(|p| std::fs::read_to_string(p).ok())
+    .filter_map(|s| s.trim().parse::<u64>().ok())
+    // "max" does not parse; v1 reports an absurd number for "no limit".
+    .find(|n| *n < 1 << 50)
+}
+
+impl PipelineConfig {
+    /// Bytes of records in flight across all partitions.
+    pub fn max_bytes_in_flight(&self) -> usize {
+        (self.memory_budget / 4) as usize
+    }
+
+    /// Bytes of one binding's records in flight.
+    pub fn max_bytes_per_binding(&self) -> usize {
+        self.max_bytes_in_flight() / 4
     }
 }
 
@@ -111,15 +145,8 @@ impl PipelineConfig {
                 ),
             ));
         }
-        let lanes = self.lanes.max(1);
-        if (self.max_instances as usize) < lanes + 8 {
-            return Err(invalid(
-                "pipeline.max_instances",
-                format!(
-                    "at least lanes + 8 = {} (8 slots are kept for plugin loads)",
-                    lanes + 8
-                ),
-            ));
+        if self.memory_budget < 64 << 20 {
+            return Err(invalid("pipeline.memory_budget", "at least 64MiB"));
         }
         Ok(Self {
             lanes: self.lanes.max(1),

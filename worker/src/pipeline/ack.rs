@@ -68,6 +68,17 @@ pub struct InFlight {
     /// Where to observe the time from the record's timestamp to its completion.
     latency: Option<prometheus::Histogram>,
     fallback: Arc<dyn Fallback>,
+    /// What the record holds in memory, counted in its tracker until the record is dropped.
+    bytes: usize,
+}
+
+/// Memory a record is counted for besides its key, value and headers (the record's own bookkeeping).
+const RECORD_OVERHEAD: usize = 256;
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.tracker.release_bytes(self.bytes);
+    }
 }
 
 impl std::fmt::Debug for InFlight {
@@ -101,6 +112,15 @@ impl InFlight {
         fallback: Arc<dyn Fallback>,
     ) -> Share {
         tracker.begin(offset);
+        let bytes = RECORD_OVERHEAD
+            + data.key.as_ref().map_or(0, Vec::len)
+            + data.value.as_ref().map_or(0, Vec::len)
+            + data
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
+                .sum::<usize>();
+        tracker.hold_bytes(bytes);
         let record = Arc::new(Self {
             partition: tracker.partition,
             tracker,
@@ -116,6 +136,7 @@ impl InFlight {
             outstanding: AtomicU32::new(1),
             latency,
             fallback,
+            bytes,
         });
         Share {
             record,
@@ -125,6 +146,11 @@ impl InFlight {
 
     pub fn tracker(&self) -> &Arc<PartitionTracker> {
         &self.tracker
+    }
+
+    /// Bytes the record is counted for while it is in memory.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Shares not given back yet.

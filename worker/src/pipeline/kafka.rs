@@ -5,7 +5,7 @@
 //! too many of their records are in flight; and the rebalance hooks that drain a revoked partition's in-flight
 //! records, store its final offset and commit before letting it go.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
@@ -19,6 +19,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use super::ack::{Fallback, InFlight, RecordData, Share};
+use super::backpressure::{self, Backpressure, Load};
 use super::offsets::PartitionTracker;
 use crate::WorkerError;
 use crate::bindings::{self, BindingTable};
@@ -193,13 +194,16 @@ pub(super) struct Poll {
     pub fallback: Arc<dyn Fallback>,
     /// Set by `run()` to stop taking records.
     pub stop: Arc<AtomicBool>,
-    pub max_in_flight: usize,
+    /// When partitions pause (records per partition, bytes in flight overall and per binding).
+    pub limits: backpressure::Limits,
     pub drain_timeout: Duration,
 }
 
 /// Per topic: its name, shared by every record; per partition: the tracker.
 struct TopicInfo {
     name: Arc<str>,
+    /// The binding the topic belongs to (as of the binding table's generation when this was made).
+    binding: Option<Arc<str>>,
     partitions: HashMap<i32, Arc<PartitionTracker>>,
 }
 
@@ -207,8 +211,13 @@ impl Poll {
     /// The poll thread: takes records, dispatches them to lanes, stores offsets, pauses and resumes; at the
     /// end (stop, or a lane gone) drains what is in flight, commits and leaves the group.
     pub(super) fn run(self) {
-        let mut paused: HashSet<(String, i32)> = HashSet::new();
+        let mut paused = Backpressure::default();
         let mut last_housekeeping = Instant::now();
+        // Bytes that may still be taken before the memory budget is reached, as of the last housekeeping:
+        // crossing it runs housekeeping at once (which pauses), so the budget is overshot by one record at
+        // most, not by what a 50 ms round takes.
+        let mut budget_left = self.limits.max_bytes as i64;
+        let mut binding_left: HashMap<Arc<str>, i64> = HashMap::new();
         let mut topics: HashMap<String, TopicInfo> = HashMap::new();
         let mut generation = self.table.generation();
         let mut subscribed = bindings::subscriptions(&self.table.snapshot());
@@ -216,6 +225,7 @@ impl Poll {
             // Bindings changed: subscribe to the new set of topics (a rebalance hands out their partitions).
             if self.table.generation() != generation {
                 generation = self.table.generation();
+                topics.clear(); // their bindings may have changed
                 let subs = bindings::subscriptions(&self.table.snapshot());
                 if subs != subscribed {
                     let refs: Vec<&str> = subs.iter().map(String::as_str).collect();
@@ -230,7 +240,18 @@ impl Poll {
             }
             match self.consumer.poll(Duration::from_millis(50)) {
                 Some(Ok(msg)) => {
-                    let share = self.take(&msg, &mut topics);
+                    let (share, binding) = self.take(&msg, &mut topics);
+                    let bytes = share.record().bytes() as i64;
+                    budget_left -= bytes;
+                    if let Some(b) = binding {
+                        let left = binding_left
+                            .entry(b)
+                            .or_insert(self.limits.max_bytes_per_binding as i64);
+                        *left -= bytes;
+                        if *left < 0 {
+                            budget_left = -1; // this binding's share is used up: decide now
+                        }
+                    }
                     let lane = lane_of(msg.topic(), msg.partition(), self.lanes.len());
                     if self.lanes[lane].send(share).is_err() {
                         // The record's share comes back in the error and is dropped: dead-lettered visibly.
@@ -241,9 +262,14 @@ impl Poll {
                 Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 None => {}
             }
-            if last_housekeeping.elapsed() >= Duration::from_millis(50) {
+            if budget_left < 0 || last_housekeeping.elapsed() >= Duration::from_millis(50) {
                 last_housekeeping = Instant::now();
-                self.housekeeping(&mut paused);
+                let (bytes, per_binding) = self.housekeeping(&mut paused);
+                budget_left = self.limits.max_bytes as i64 - bytes as i64;
+                binding_left = per_binding
+                    .into_iter()
+                    .map(|(b, n)| (b, self.limits.max_bytes_per_binding as i64 - n as i64))
+                    .collect();
             }
         }
 
@@ -261,15 +287,16 @@ impl Poll {
         self.consumer.unsubscribe();
     }
 
-    /// Registers a record with its partition's tracker; returns its processing share.
+    /// Registers a record with its partition's tracker; returns its processing share and its binding.
     fn take(
         &self,
         msg: &rdkafka::message::BorrowedMessage<'_>,
         topics: &mut HashMap<String, TopicInfo>,
-    ) -> Share {
+    ) -> (Share, Option<Arc<str>>) {
         let topic = msg.topic();
         let info = topics.entry(topic.to_string()).or_insert_with(|| TopicInfo {
             name: Arc::from(topic),
+            binding: bindings::find(&self.table.snapshot(), topic).map(|b| b.name.clone()),
             partitions: HashMap::new(),
         });
         let partition = msg.partition();
@@ -292,7 +319,7 @@ impl Poll {
                     .collect()
             })
             .unwrap_or_default();
-        InFlight::begin(
+        let share = InFlight::begin(
             tracker,
             info.name.clone(),
             msg.offset(),
@@ -304,47 +331,55 @@ impl Poll {
             },
             Some(self.metrics.record_latency.clone()),
             self.fallback.clone(),
-        )
+        );
+        (share, info.binding.clone())
     }
 
-    /// Offsets to store, partitions to pause or resume, gauges.
-    fn housekeeping(&self, paused: &mut HashSet<(String, i32)>) {
+    /// Offsets to store, partitions to pause or resume, gauges; returns the bytes in flight, overall and
+    /// per binding.
+    fn housekeeping(&self, paused: &mut Backpressure) -> (usize, HashMap<Arc<str>, usize>) {
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
         store_offsets(&self.consumer, &all);
-        let mut in_flight = 0;
-        let mut to_pause = TopicPartitionList::new();
-        let mut to_resume = TopicPartitionList::new();
-        let assigned: HashSet<(String, i32)> = all.iter().map(|t| (t.topic.clone(), t.partition)).collect();
-        paused.retain(|k| assigned.contains(k));
-        for t in &all {
-            let n = t.in_flight();
-            in_flight += n;
-            let key = (t.topic.clone(), t.partition);
-            if n >= self.max_in_flight && !paused.contains(&key) {
-                to_pause.add_partition(&t.topic, t.partition);
-                paused.insert(key);
-            } else if n <= self.max_in_flight / 2 && paused.contains(&key) {
-                to_resume.add_partition(&t.topic, t.partition);
-                paused.remove(&key);
+        let table = self.table.snapshot();
+        let loads: Vec<Load> = all
+            .iter()
+            .map(|t| Load {
+                key: (t.topic.clone(), t.partition),
+                binding: bindings::find(&table, &t.topic).map(|b| b.name.clone()),
+                records: t.in_flight(),
+                bytes: t.bytes_in_flight(),
+            })
+            .collect();
+        let d = paused.decide(&loads, self.limits);
+        let list = |keys: &[backpressure::Key]| {
+            let mut tpl = TopicPartitionList::new();
+            for (topic, partition) in keys {
+                tpl.add_partition(topic, *partition);
             }
-        }
-        if to_pause.count() > 0 {
-            tracing::info!(
-                partitions = to_pause.count(),
-                "pausing partitions: too many records in flight"
-            );
-            if let Err(e) = self.consumer.pause(&to_pause) {
+            tpl
+        };
+        if !d.pause.is_empty() {
+            tracing::info!(partitions = d.pause.len(), records = d.records, bytes = d.bytes,
+                reasons = ?d.paused_for, "pausing partitions");
+            for (reason, n) in d.paused_for {
+                if n > 0 {
+                    self.metrics.pauses.with_label_values(&[reason]).inc_by(n as u64);
+                }
+            }
+            if let Err(e) = self.consumer.pause(&list(&d.pause)) {
                 tracing::warn!(error = %e, "pause");
             }
         }
-        if to_resume.count() > 0 {
-            tracing::info!(partitions = to_resume.count(), "resuming partitions");
-            if let Err(e) = self.consumer.resume(&to_resume) {
+        if !d.resume.is_empty() {
+            tracing::info!(partitions = d.resume.len(), "resuming partitions");
+            if let Err(e) = self.consumer.resume(&list(&d.resume)) {
                 tracing::warn!(error = %e, "resume");
             }
         }
-        self.metrics.in_flight.set(in_flight as i64);
-        self.metrics.paused_partitions.set(paused.len() as i64);
+        self.metrics.in_flight.set(d.records as i64);
+        self.metrics.in_flight_bytes.set(d.bytes as i64);
+        self.metrics.paused_partitions.set(paused.paused() as i64);
+        (d.bytes, d.binding_bytes)
     }
 }
 

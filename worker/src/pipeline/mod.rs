@@ -22,6 +22,7 @@
 //! `run()` drain and return an error. `run()` below wires the stages together and shuts them down in order.
 
 pub mod ack;
+mod backpressure;
 pub mod dead_letter;
 pub mod kafka;
 mod lane;
@@ -149,7 +150,11 @@ pub async fn run(
         metrics: metrics.clone(),
         fallback: Arc::new(dlq.clone()),
         stop: stop.clone(),
-        max_in_flight: config.pipeline.max_in_flight_per_partition,
+        limits: backpressure::Limits {
+            max_records_per_partition: config.pipeline.max_in_flight_per_partition,
+            max_bytes: config.pipeline.max_bytes_in_flight(),
+            max_bytes_per_binding: config.pipeline.max_bytes_per_binding(),
+        },
         drain_timeout: config.pipeline.drain_timeout,
     };
     let poll = supervisor.spawn("poll", "millrace-poll".into(), move || poll.run())?;

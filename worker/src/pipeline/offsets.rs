@@ -5,7 +5,7 @@
 //! unwritten record, whatever order the stores acknowledge in.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The state of one assigned partition.
@@ -15,6 +15,8 @@ pub struct PartitionTracker {
     pub partition: i32,
     state: Mutex<State>,
     revoked: AtomicBool,
+    /// Bytes of the partition's records still held in memory (taken, not yet dropped by every stage).
+    bytes: AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -46,6 +48,7 @@ impl PartitionTracker {
             partition,
             state: Mutex::new(State::default()),
             revoked: AtomicBool::new(false),
+            bytes: AtomicUsize::new(0),
         })
     }
 
@@ -89,6 +92,21 @@ impl PartitionTracker {
         }
         s.stored = Some(c);
         Some(c)
+    }
+
+    /// Counts `n` bytes of a record taken into memory.
+    pub fn hold_bytes(&self, n: usize) {
+        self.bytes.fetch_add(n, Ordering::AcqRel);
+    }
+
+    /// Uncounts `n` bytes of a record that left memory.
+    pub fn release_bytes(&self, n: usize) {
+        self.bytes.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Bytes of this partition's records in memory.
+    pub fn bytes_in_flight(&self) -> usize {
+        self.bytes.load(Ordering::Acquire)
     }
 
     pub fn revoke(&self) {
