@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
+use futures::StreamExt;
 use millrace_plugin_registry::{PluginRef, PluginStore};
 use millrace_runtime::{Plugin, Record, Verdict};
 
@@ -34,6 +35,8 @@ pub struct Binding {
 pub struct BindingTable {
     current: RwLock<Arc<Vec<Arc<Binding>>>>,
     generation: AtomicU64,
+    /// Set once the first load of the bindings finished (some may have been refused).
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl BindingTable {
@@ -41,6 +44,7 @@ impl BindingTable {
         Arc::new(Self {
             current: RwLock::new(Arc::new(bindings)),
             generation: AtomicU64::new(1),
+            loaded: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -49,6 +53,15 @@ impl BindingTable {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// Whether the first load of the bindings finished.
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+
+    fn set_loaded(&self) {
+        self.loaded.store(true, Ordering::Release);
     }
 
     /// Changes every time the table is replaced.
@@ -141,56 +154,28 @@ pub struct Refusal {
 }
 
 impl Reloader {
-    /// Loads every binding (all must load) and returns the reloader with its table.
+    /// The reloader with an empty table: the first [`Reloader::reload`] loads the bindings, publishing those
+    /// ready while the others still load, so a worker with many bindings joins its group and serves the first
+    /// clients at once. A binding that cannot load is refused (logged, counted) like a live change; the others
+    /// run. Only an unreadable bindings file fails here.
     pub async fn start(
         store: PluginStore,
         metrics: Metrics,
         file: Option<PathBuf>,
         static_bindings: Vec<BindingConfig>,
     ) -> Result<Self, WorkerError> {
-        let (configs, last_file) = match &file {
-            Some(path) => (load_bindings_file(path)?, std::fs::read(path).ok()),
-            None => (static_bindings.clone(), None),
-        };
-        let mut bindings = Vec::new();
-        for b in configs {
-            let reference = PluginRef::parse(&b.plugin).map_err(|error| WorkerError::Plugin {
-                binding: b.name.clone(),
-                error: Box::new(error),
-            })?;
-            let loaded = store
-                .load(&reference)
-                .await
-                .map_err(|error| WorkerError::Plugin {
-                    binding: b.name.clone(),
-                    error: Box::new(error),
-                })?;
-            smoke_check(&b, &loaded.plugin).map_err(|message| WorkerError::Config {
-                key: format!("bindings `{}`.smoke", b.name),
-                message,
-            })?;
-            tracing::info!(binding = %b.name, plugin = %reference, digest = %loaded.manifest_digest,
-                source = ?loaded.source, ms = loaded.elapsed.as_millis() as u64, "plugin loaded");
-            bindings.push(Arc::new(Binding {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                name: Arc::from(b.name.as_str()),
-                config: b,
-                plugin: loaded.plugin,
-                digest: Arc::from(loaded.manifest_digest.as_str()),
-            }));
+        if let Some(path) = &file {
+            load_bindings_file(path)?;
         }
-        let table = BindingTable::new(bindings);
-        let r = Self {
+        Ok(Self {
             store,
-            table,
+            table: BindingTable::new(Vec::new()),
             metrics,
             file,
             static_bindings,
-            last_file,
+            last_file: None,
             refused: HashMap::new(),
-        };
-        r.publish_info(&[], &r.table.snapshot());
-        Ok(r)
+        })
     }
 
     pub fn table(&self) -> Arc<BindingTable> {
@@ -255,121 +240,85 @@ impl Reloader {
             None => self.static_bindings.clone(),
         };
         let current = self.table.snapshot();
+        let first = !self.table.is_loaded();
         let by_name: HashMap<&str, &Arc<Binding>> =
             current.iter().map(|b| (b.config.name.as_str(), b)).collect();
-        let mut next: Vec<Arc<Binding>> = Vec::with_capacity(desired.len());
-        for b in desired {
-            let existing = by_name.get(b.name.as_str()).copied();
-            let reference = match PluginRef::parse(&b.plugin) {
-                Ok(r) => r,
-                Err(e) => {
-                    refusals.push(self.refuse(Refusal {
-                        binding: b.name.clone(),
-                        reason: "invalid_reference",
-                        message: e.to_string(),
-                    }));
-                    next.extend(existing.cloned());
-                    continue;
+        // Bindings are prepared (resolved, pulled, compiled, smoke-checked) a few at a time; those ready are
+        // published as they come, so the first clients are served while the others still compile.
+        let mut done: Vec<Option<Outcome>> = desired.iter().map(|_| None).collect();
+        let mut last_publish = Instant::now();
+        {
+            let this = &*self;
+            let by_name = &by_name;
+            let jobs: Vec<Prepared<'_>> = desired
+                .iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    let existing = by_name.get(b.name.as_str()).copied().cloned();
+                    Box::pin(async move { (i, this.prepare(b, existing, force).await) }) as Prepared<'_>
+                })
+                .collect();
+            let mut prepared = futures::stream::iter(jobs).buffer_unordered(load_concurrency());
+            while let Some((i, outcome)) = prepared.next().await {
+                done[i] = Some(outcome);
+                if last_publish.elapsed() >= PUBLISH_EVERY {
+                    last_publish = Instant::now();
+                    let partial = assemble(&desired, &done, by_name);
+                    this.apply(partial, started, false);
                 }
-            };
-            let digest = match self.store.resolve(&reference).await {
-                Ok(r) => r.manifest_digest,
-                Err(e) => {
-                    refusals.push(self.refuse(Refusal {
-                        binding: b.name.clone(),
-                        reason: e.kind(),
-                        message: e.to_string(),
-                    }));
-                    next.extend(existing.cloned());
-                    continue;
-                }
-            };
-            if let Some(old) = existing
-                && same_config(&old.config, &b)
-                && *old.digest == *digest
-            {
-                next.push(old.clone());
-                continue;
             }
-            if !force
-                && let Some((config, refused_digest)) = self.refused.get(b.name.as_str())
-                && same_config(config, &b)
-                && *refused_digest == *digest
-            {
-                next.extend(existing.cloned());
-                continue;
-            }
-            // New or changed: load in the background of the running pipeline, then check it.
-            let loaded = match self.store.load(&reference.pinned(&digest)).await {
-                Ok(l) => l,
-                Err(e) => {
-                    if !e.is_retriable() {
-                        self.refused
-                            .insert(b.name.clone(), (b.clone(), digest.to_string()));
-                    }
-                    refusals.push(self.refuse(Refusal {
-                        binding: b.name.clone(),
-                        reason: e.kind(),
-                        message: e.to_string(),
-                    }));
-                    next.extend(existing.cloned());
-                    continue;
-                }
-            };
-            let plugin = loaded.plugin;
-            let config = b.clone();
-            let smoke = tokio::task::spawn_blocking(move || {
-                let r = smoke_check(&config, &plugin);
-                (r, plugin)
-            })
-            .await;
-            let plugin = match smoke {
-                Ok((Ok(()), plugin)) => plugin,
-                Ok((Err(message), _)) => {
-                    self.refused
-                        .insert(b.name.clone(), (b.clone(), digest.to_string()));
-                    refusals.push(self.refuse(Refusal {
-                        binding: b.name.clone(),
-                        reason: "smoke_check",
-                        message,
-                    }));
-                    next.extend(existing.cloned());
-                    continue;
-                }
-                Err(e) => {
-                    refusals.push(self.refuse(Refusal {
-                        binding: b.name.clone(),
-                        reason: "smoke_check",
-                        message: e.to_string(),
-                    }));
-                    next.extend(existing.cloned());
-                    continue;
-                }
-            };
-            self.refused.remove(b.name.as_str());
-            tracing::info!(binding = %b.name, plugin = %reference, digest = %digest,
-                previous = existing.map(|e| e.digest.to_string()), "binding changed: new version loaded");
-            next.push(Arc::new(Binding {
-                id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
-                name: Arc::from(b.name.as_str()),
-                config: b,
-                plugin,
-                digest: Arc::from(digest.as_str()),
-            }));
         }
+        for outcome in done.iter().flatten() {
+            match outcome {
+                Outcome::Refused {
+                    refusal, remember, ..
+                } => {
+                    refusals.push(refusal.clone());
+                    if let Some(r) = remember {
+                        let (config, digest) = &**r;
+                        self.refused
+                            .insert(config.name.clone(), (config.clone(), digest.clone()));
+                    }
+                }
+                Outcome::Loaded(b) => {
+                    self.refused.remove(b.config.name.as_str());
+                }
+                Outcome::Keep(_) => {}
+            }
+        }
+        let next = assemble(&desired, &done, &by_name);
+        self.apply(next, started, true);
+        if first {
+            self.table.set_loaded();
+            tracing::info!(
+                bindings = self.table.snapshot().len(),
+                refused = refusals.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "initial bindings loaded"
+            );
+        }
+        refusals
+    }
+
+    /// Publishes `next` if it differs from the table now; `last` says whether this is the reload's final table.
+    fn apply(&self, next: Vec<Arc<Binding>>, started: Instant, last: bool) {
+        let current = self.table.snapshot();
         let changed =
             next.len() != current.len() || next.iter().zip(current.iter()).any(|(a, b)| a.id != b.id);
-        if changed {
-            let removed: Vec<&str> = current
-                .iter()
-                .filter(|c| !next.iter().any(|n| n.config.name == c.config.name))
-                .map(|c| c.config.name.as_str())
-                .collect();
-            if !removed.is_empty() {
-                tracing::info!(bindings = ?removed, "bindings removed");
-            }
-            self.publish_info(&current, &next);
-            self.table.replace(next);
+        if !changed {
+            return;
+        }
+        let removed: Vec<&str> = current
+            .iter()
+            .filter(|c| !next.iter().any(|n| n.config.name == c.config.name))
+            .map(|c| c.config.name.as_str())
+            .collect();
+        if !removed.is_empty() {
+            tracing::info!(bindings = ?removed, "bindings removed");
+        }
+        self.publish_info(&current, &next);
+        self.table.replace(next);
+        if last {
             self.metrics
                 .reloads
                 .with_label_values(&["applied", "changed"])
@@ -378,7 +327,122 @@ impl Reloader {
                 .reload_duration
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(ms = started.elapsed().as_millis() as u64, "bindings applied");
+        } else {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "bindings applied so far (more are loading)"
+            );
         }
-        refusals
     }
+
+    /// Resolves, loads and checks one desired binding against its current version.
+    async fn prepare(&self, b: &BindingConfig, existing: Option<Arc<Binding>>, force: bool) -> Outcome {
+        let refused = |reason: &'static str, message: String, remember: Option<String>| Outcome::Refused {
+            keep: existing.clone(),
+            refusal: self.refuse(Refusal {
+                binding: b.name.clone(),
+                reason,
+                message,
+            }),
+            remember: remember.map(|d| Box::new((b.clone(), d))),
+        };
+        let reference = match PluginRef::parse(&b.plugin) {
+            Ok(r) => r,
+            Err(e) => return refused("invalid_reference", e.to_string(), None),
+        };
+        let digest = match self.store.resolve(&reference).await {
+            Ok(r) => r.manifest_digest,
+            Err(e) => return refused(e.kind(), e.to_string(), None),
+        };
+        if let Some(old) = &existing
+            && same_config(&old.config, b)
+            && *old.digest == *digest
+        {
+            return Outcome::Keep(existing);
+        }
+        if !force
+            && let Some((config, refused_digest)) = self.refused.get(b.name.as_str())
+            && same_config(config, b)
+            && *refused_digest == *digest
+        {
+            return Outcome::Keep(existing);
+        }
+        // New or changed: load in the background of the running pipeline, then check it.
+        let loaded = match self.store.load(&reference.pinned(&digest)).await {
+            Ok(l) => l,
+            Err(e) => {
+                let remember = (!e.is_retriable()).then(|| digest.to_string());
+                return refused(e.kind(), e.to_string(), remember);
+            }
+        };
+        let plugin = loaded.plugin;
+        let config = b.clone();
+        let smoke = tokio::task::spawn_blocking(move || {
+            let r = smoke_check(&config, &plugin);
+            (r, plugin)
+        })
+        .await;
+        let plugin = match smoke {
+            Ok((Ok(()), plugin)) => plugin,
+            Ok((Err(message), _)) => return refused("smoke_check", message, Some(digest.to_string())),
+            Err(e) => return refused("smoke_check", e.to_string(), None),
+        };
+        tracing::info!(binding = %b.name, plugin = %reference, digest = %digest,
+            source = ?loaded.source, ms = loaded.elapsed.as_millis() as u64,
+            previous = existing.as_ref().map(|e| e.digest.to_string()), "binding loaded");
+        Outcome::Loaded(Arc::new(Binding {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            name: Arc::from(b.name.as_str()),
+            config: b.clone(),
+            plugin,
+            digest: Arc::from(digest.as_str()),
+        }))
+    }
+}
+
+/// What became of one desired binding in a reload.
+#[derive(Debug)]
+enum Outcome {
+    /// Unchanged, or a version refused before: the current one (if any) stays.
+    Keep(Option<Arc<Binding>>),
+    /// A new version, checked.
+    Loaded(Arc<Binding>),
+    /// Refused now: the current one (if any) stays; `remember` marks a version not to try again until it
+    /// changes (a retry cannot fix it).
+    Refused {
+        keep: Option<Arc<Binding>>,
+        refusal: Refusal,
+        remember: Option<Box<(BindingConfig, String)>>,
+    },
+}
+
+/// One binding being prepared, with its place in the desired list.
+type Prepared<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Outcome)> + Send + 'a>>;
+
+/// Bindings prepared at a time: pulls and compilations run in parallel, bounded by the cores.
+fn load_concurrency() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+}
+
+/// How often a reload publishes the bindings it has ready while others still load.
+const PUBLISH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The table for the desired bindings: those prepared as their outcome says, the others as they are now
+/// (a binding not yet prepared keeps its current version, or is not there yet).
+fn assemble(
+    desired: &[BindingConfig],
+    done: &[Option<Outcome>],
+    current: &HashMap<&str, &Arc<Binding>>,
+) -> Vec<Arc<Binding>> {
+    desired
+        .iter()
+        .zip(done)
+        .filter_map(|(b, outcome)| match outcome {
+            Some(Outcome::Loaded(n)) => Some(n.clone()),
+            Some(Outcome::Keep(keep) | Outcome::Refused { keep, .. }) => keep.clone(),
+            None => current.get(b.name.as_str()).map(|c| (*c).clone()),
+        })
+        .collect()
 }

@@ -51,6 +51,9 @@ async fn healthz(State(s): State<AppState>) -> (StatusCode, String) {
 async fn readyz(State(s): State<AppState>) -> (StatusCode, String) {
     let mut problems = Vec::new();
     // A worker without bindings has nothing to join; it is ready to receive some.
+    if !s.readiness.table.is_loaded() {
+        problems.push("bindings still loading".to_string());
+    }
     let idle = s.readiness.table.snapshot().is_empty();
     if !idle && !s.readiness.joined.load(Ordering::Acquire) {
         problems.push("not yet in the consumer group".to_string());

@@ -164,6 +164,8 @@ pub async fn run(
         let interval = config.reload_interval;
         tokio::spawn(async move {
             let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+            // The first load, at once: bindings are published as they are ready.
+            reloader.reload(true).await;
             loop {
                 let force = tokio::select! {
                     _ = tokio::time::sleep(interval) => false,
