@@ -1,12 +1,15 @@
-//! The host side of the sandbox boundary: the per-instance state every host function works on, and the
-//! functions a plugin may import, ABI v1 (`millrace.*`) and the seed contract (`env.host_*`). Every pointer
-//! and length from the guest is bounds-checked and copied; a bad one is an ABI violation (a trap of that
-//! record), never a host crash. WASI lives in `wasi.rs`.
+//! The host side of the sandbox boundary: the per-instance state every host function works on (what the
+//! current record produced, stdout/stderr lines, the log rate limit, clocks, randomness) and the checked
+//! views of guest memory they read through. Every pointer and length from the guest is bounds-checked and
+//! copied; a bad one is an ABI violation (a trap of that record), never a host crash. The imports
+//! themselves live in `imports.rs` (ABI v1 and seed contract) and `wasi.rs`; the fuel, caps and deadline
+//! of host work in `host_work.rs`.
 
 use std::time::Instant;
 
-use wasmtime::{Caller, Linker, Memory, ResourceLimiter};
+use wasmtime::{Caller, Memory, ResourceLimiter};
 
+use crate::host_work::CHUNK_BYTES;
 use crate::output::{Document, LogLevel, LogLine, LogSource, Output, Point};
 use crate::{Limits, PluginError};
 
@@ -27,6 +30,9 @@ pub(crate) struct HostState {
     pub clock_record_ns: u64,
     pub clock_monotonic_ns: u64,
     pub started: Instant,
+    /// When the current record's deadline passes, for the host's own loops (`host_work.rs`); `None`
+    /// when the timeout is too large to represent.
+    pub deadline: Option<Instant>,
     pub rng: u64,
     /// Token bucket of the log rate limit.
     log_tokens: f64,
@@ -47,13 +53,16 @@ pub(crate) struct RecordState {
     pub trap: Option<PluginError>,
     /// Last lines the guest wrote to stderr, to explain a trap (a Rust panic prints its message there).
     pub stderr_tail: Vec<String>,
+    /// stdout/stderr bytes scanned so far, and whether the cap stopped the scanning (`host_work.rs`).
+    pub stdio_scanned: u64,
+    pub stdio_capped: bool,
 }
 
 impl HostState {
     pub fn new(limits: Limits) -> Self {
         let max = limits.max_memory_bytes;
         let max_log_rate = limits.max_log_lines_per_second;
-        Self {
+        let mut state = Self {
             limits,
             memory: None,
             limiter: MemoryLimiter { max, hit: false },
@@ -62,16 +71,21 @@ impl HostState {
             clock_record_ns: 0,
             clock_monotonic_ns: 0,
             started: Instant::now(),
+            deadline: None,
             rng: 0x9E37_79B9_7F4A_7C15,
             log_tokens: f64::from(max_log_rate),
             log_refilled: Instant::now(),
-        }
+        };
+        // Start functions run under the deadline too.
+        state.arm_deadline();
+        state
     }
 
     /// Resets the per-record state before a record runs.
     pub fn begin_record(&mut self, timestamp_ms: Option<i64>) {
         self.rec = RecordState::default();
         self.limiter.hit = false;
+        self.arm_deadline();
         self.clock_record_ns = timestamp_ms.map_or(0, |ms| (ms.max(0) as u64).saturating_mul(1_000_000));
     }
 
@@ -99,17 +113,22 @@ impl HostState {
         STATUS_REFUSED
     }
 
-    /// Counts an output against the record's limits; exceeding them traps (an output flood stops at once).
-    fn charge_output(&mut self, bytes: usize) -> Result<(), wasmtime::Error> {
-        let n = self.rec.outputs.len() as u64 + 1;
-        let total = self.rec.output_bytes + bytes as u64;
-        if n > u64::from(self.limits.max_outputs_per_record) {
+    /// Counts one more output against the record's limit; exceeding it traps (an output flood stops at
+    /// once).
+    fn charge_output_count(&mut self) -> Result<(), wasmtime::Error> {
+        if self.rec.outputs.len() as u64 >= u64::from(self.limits.max_outputs_per_record) {
             let detail = format!(
                 "more than {} outputs for one record",
                 self.limits.max_outputs_per_record
             );
             return Err(self.trap(PluginError::OutputLimit { detail }));
         }
+        Ok(())
+    }
+
+    /// Counts output bytes against the record's limit, before anything parses them.
+    fn charge_output_bytes(&mut self, bytes: usize) -> Result<(), wasmtime::Error> {
+        let total = self.rec.output_bytes.saturating_add(bytes as u64);
         if total > self.limits.max_output_bytes_per_record {
             let detail = format!(
                 "more than {} output bytes for one record",
@@ -122,16 +141,47 @@ impl HostState {
     }
 
     pub fn emit_point(&mut self, line: &[u8]) -> Result<i32, wasmtime::Error> {
-        self.charge_output(line.len())?;
+        self.charge_output_count()?;
+        self.charge_output_bytes(line.len())?;
+        Ok(self.push_point(line))
+    }
+
+    /// The seed contract's `host_send_to_influx`: one or more lines of line protocol. The whole buffer
+    /// counts against the output bytes (blank lines too) before it is split, and the deadline is checked
+    /// every `CHUNK_BYTES` of lines.
+    pub fn emit_points(&mut self, lines: &[u8]) -> Result<i32, wasmtime::Error> {
+        self.charge_output_bytes(lines.len())?;
+        let mut status = STATUS_OK;
+        let mut unchecked = 0;
+        for line in lines.split(|&b| b == b'\n') {
+            unchecked += line.len() + 1;
+            if unchecked >= CHUNK_BYTES {
+                unchecked = 0;
+                if let Err(e) = self.check_deadline() {
+                    return Err(self.trap(e));
+                }
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            self.charge_output_count()?;
+            if self.push_point(line) != STATUS_OK {
+                status = STATUS_REFUSED;
+            }
+        }
+        Ok(status)
+    }
+
+    fn push_point(&mut self, line: &[u8]) -> i32 {
         let Ok(line) = std::str::from_utf8(line) else {
-            return Ok(self.refuse("point is not UTF-8".into()));
+            return self.refuse("point is not UTF-8".into());
         };
         match Point::parse(line) {
             Ok(p) => {
                 self.rec.outputs.push(Output::Point(p));
-                Ok(STATUS_OK)
+                STATUS_OK
             }
-            Err(e) => Ok(self.refuse(e)),
+            Err(e) => self.refuse(e),
         }
     }
 
@@ -141,7 +191,8 @@ impl HostState {
         body: &[u8],
         id: Option<&[u8]>,
     ) -> Result<i32, wasmtime::Error> {
-        self.charge_output(index.len() + body.len() + id.map_or(0, <[u8]>::len))?;
+        self.charge_output_count()?;
+        self.charge_output_bytes(index.len() + body.len() + id.map_or(0, <[u8]>::len))?;
         let Ok(index) = std::str::from_utf8(index) else {
             return Ok(self.refuse("index name is not UTF-8".into()));
         };
@@ -202,17 +253,22 @@ impl HostState {
         });
     }
 
-    /// Guest bytes written to stdout (fd 1) or stderr (fd 2), split into log lines.
+    /// Guest bytes written to stdout (fd 1) or stderr (fd 2), split into log lines. Scans at most the
+    /// record's stdio allowance (`host_work.rs`); lines are cut to the log line limit.
     pub fn stdio_write(&mut self, fd: i32, bytes: &[u8]) {
         let idx = usize::from(fd == 2);
         let max = self.limits.max_log_line_bytes as usize;
-        for &b in bytes {
-            if b == b'\n' {
-                let line = std::mem::take(&mut self.stdio[idx]);
-                self.stdio_line(idx, &line);
-            } else if self.stdio[idx].len() < max {
-                self.stdio[idx].push(b);
-            }
+        let take = self.stdio_allowance(bytes.len());
+        let mut rest = &bytes[..take];
+        loop {
+            let end = rest.iter().position(|&b| b == b'\n');
+            let part = &rest[..end.unwrap_or(rest.len())];
+            let room = max.saturating_sub(self.stdio[idx].len());
+            self.stdio[idx].extend_from_slice(&part[..part.len().min(room)]);
+            let Some(end) = end else { break };
+            let line = std::mem::take(&mut self.stdio[idx]);
+            self.stdio_line(idx, &line);
+            rest = &rest[end + 1..];
         }
     }
 
@@ -358,148 +414,4 @@ pub(crate) fn with_memory<R>(
         Ok(r) => Ok(r),
         Err(e) => Err(state.trap(e)),
     }
-}
-
-/// The signature of a host function, as `(i32, i32) -> i32`, for checking imports and for messages.
-pub(crate) type Signature = &'static str;
-
-/// ABI v1 imports: module `millrace`.
-pub(crate) const V1_IMPORTS: &[(&str, Signature)] = &[
-    ("emit_point", "(i32, i32) -> i32"),
-    ("emit_document", "(i32, i32, i32, i32, i32, i32) -> i32"),
-    ("log", "(i32, i32, i32) -> ()"),
-    ("reject", "(i32, i32) -> ()"),
-];
-
-/// Seed contract imports: module `env`.
-pub(crate) const SEED_IMPORTS: &[(&str, Signature)] = &[
-    ("host_log", "(i32, i32) -> ()"),
-    ("host_send_to_influx", "(i32, i32) -> i32"),
-    ("host_send_to_es", "(i32, i32, i32, i32) -> i32"),
-];
-
-/// Defines one ABI v1 import in the linker.
-pub(crate) fn define_v1(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<()> {
-    match name {
-        "emit_point" => {
-            linker.func_wrap(
-                "millrace",
-                name,
-                |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                    let mem = memory(&mut c)?;
-                    let (data, state) = mem.data_and_store_mut(&mut c);
-                    match guest_bytes(data, ptr, len, "emit_point") {
-                        Ok(line) => state.emit_point(line),
-                        Err(e) => Err(state.trap(e)),
-                    }
-                },
-            )?;
-        }
-        "emit_document" => {
-            linker.func_wrap(
-                "millrace",
-                name,
-                |mut c: Caller<'_, HostState>, ip: i32, il: i32, bp: i32, bl: i32, dp: i32, dl: i32| {
-                    let mem = memory(&mut c)?;
-                    let (data, state) = mem.data_and_store_mut(&mut c);
-                    let parts = (|| {
-                        let index = guest_bytes(data, ip, il, "emit_document index")?;
-                        let body = guest_bytes(data, bp, bl, "emit_document body")?;
-                        let id = if dp == 0 && dl == 0 {
-                            None
-                        } else {
-                            Some(guest_bytes(data, dp, dl, "emit_document id")?)
-                        };
-                        Ok((index, body, id))
-                    })();
-                    match parts {
-                        Ok((index, body, id)) => state.emit_document(index, body, id),
-                        Err(e) => Err(state.trap(e)),
-                    }
-                },
-            )?;
-        }
-        "log" => {
-            linker.func_wrap(
-                "millrace",
-                name,
-                |mut c: Caller<'_, HostState>, level: i32, ptr: i32, len: i32| {
-                    with_memory(&mut c, |data, state| {
-                        let msg = guest_bytes(data, ptr, len, "log")?;
-                        state.log(LogLevel::from_abi(level), LogSource::Log, msg);
-                        Ok(())
-                    })
-                },
-            )?;
-        }
-        "reject" => {
-            linker.func_wrap(
-                "millrace",
-                name,
-                |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                    with_memory(&mut c, |data, state| {
-                        let reason = guest_bytes(data, ptr, len, "reject")?;
-                        state.reject(reason);
-                        Ok(())
-                    })
-                },
-            )?;
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Defines one seed-contract import in the linker.
-pub(crate) fn define_seed(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<()> {
-    match name {
-        "host_log" => {
-            linker.func_wrap("env", name, |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                with_memory(&mut c, |data, state| {
-                    let msg = guest_bytes(data, ptr, len, "host_log")?;
-                    state.log(LogLevel::Info, LogSource::Log, msg);
-                    Ok(())
-                })
-            })?;
-        }
-        "host_send_to_influx" => {
-            linker.func_wrap("env", name, |mut c: Caller<'_, HostState>, ptr: i32, len: i32| {
-                let mem = memory(&mut c)?;
-                let (data, state) = mem.data_and_store_mut(&mut c);
-                let lines = match guest_bytes(data, ptr, len, "host_send_to_influx") {
-                    Ok(b) => b,
-                    Err(e) => return Err(state.trap(e)),
-                };
-                // The seed contract allows several lines of line protocol in one call.
-                let mut status = STATUS_OK;
-                for line in lines
-                    .split(|&b| b == b'\n')
-                    .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-                {
-                    if state.emit_point(line)? != STATUS_OK {
-                        status = STATUS_REFUSED;
-                    }
-                }
-                Ok(status)
-            })?;
-        }
-        "host_send_to_es" => {
-            linker.func_wrap(
-                "env",
-                name,
-                |mut c: Caller<'_, HostState>, ip: i32, il: i32, dp: i32, dl: i32| {
-                    let mem = memory(&mut c)?;
-                    let (data, state) = mem.data_and_store_mut(&mut c);
-                    let parts = guest_bytes(data, ip, il, "host_send_to_es index")
-                        .and_then(|i| Ok((i, guest_bytes(data, dp, dl, "host_send_to_es document")?)));
-                    match parts {
-                        Ok((index, body)) => state.emit_document(index, body, None),
-                        Err(e) => Err(state.trap(e)),
-                    }
-                },
-            )?;
-        }
-        _ => {}
-    }
-    Ok(())
 }

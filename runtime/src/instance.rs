@@ -209,6 +209,7 @@ impl PluginInstance {
                 let f = abi_version.clone();
                 let _ = live.store.set_fuel(self.limits.fuel_per_record);
                 live.store.set_epoch_deadline(self.deadline_ticks);
+                live.store.data_mut().arm_deadline();
                 let v = f
                     .call(&mut live.store, ())
                     .map_err(|e| map_error(live.store.data_mut(), e, &self.limits))?;

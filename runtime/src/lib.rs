@@ -20,6 +20,8 @@
 mod engine;
 mod error;
 mod host;
+mod host_work;
+mod imports;
 mod instance;
 mod limits;
 mod output;

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use wasmtime::{ExternType, FuncType, InstancePre, Linker, Module, ValType};
 
-use crate::host::{self, HostState, SEED_IMPORTS, V1_IMPORTS};
+use crate::host::HostState;
+use crate::imports::{self, SEED_IMPORTS, V1_IMPORTS};
 use crate::instance::PluginInstance;
 use crate::{Limits, PluginError, Runtime, wasi};
 
@@ -317,11 +318,11 @@ fn link(runtime: &Runtime, module: &Module, contract: Contract) -> Result<Linker
         let result = match (m, contract) {
             ("millrace", Contract::V1) => {
                 check(V1_IMPORTS, "ABI v1 (module `millrace`)")?;
-                host::define_v1(&mut linker, name)
+                imports::define_v1(&mut linker, name)
             }
             ("env", Contract::Seed) => {
                 check(SEED_IMPORTS, "the seed contract (module `env`)")?;
-                host::define_seed(&mut linker, name)
+                imports::define_seed(&mut linker, name)
             }
             (wasi::MODULE, _) => {
                 if !wasi::is_preview1(name) {

@@ -3,12 +3,15 @@
 //! stdout/stderr into the plugin's log, no pre-opened directories, no sockets, a deterministic clock and
 //! random stream unless the binding grants real clocks. Every other call answers with an error code, so a
 //! guest trying the file system or the network learns it has none. Imports outside preview 1 are refused
-//! when the module loads.
+//! when the module loads. Calls that touch guest memory pay fuel for it and stop at caps and at the
+//! record's deadline (`host_work.rs`): `fd_write` takes at most 1,024 iovecs and scans a bounded number of
+//! stdio bytes per record, `random_get` looks at the clock every 64 KiB.
 
 use wasmtime::{Caller, FuncType, Linker, Val};
 
 use crate::PluginError;
-use crate::host::{HostState, guest_bytes, guest_bytes_mut, memory, with_memory};
+use crate::host::{HostState, guest_bytes, guest_bytes_mut, with_memory};
+use crate::host_work::{CHUNK_BYTES, IOVEC_FUEL, MAX_IOVECS, charge, charge_buffers, cost};
 
 pub(crate) const MODULE: &str = "wasi_snapshot_preview1";
 
@@ -100,6 +103,10 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
     match name {
         "args_sizes_get" | "environ_sizes_get" => {
             linker.func_wrap(m, name, |mut c: Caller<'_, HostState>, count: i32, size: i32| {
+                charge_buffers(
+                    &mut c,
+                    &[(count, 4, "sizes_get count"), (size, 4, "sizes_get size")],
+                )?;
                 with_memory(&mut c, |data, _| {
                     guest_bytes_mut(data, count, 4, "sizes_get count")?.copy_from_slice(&0u32.to_le_bytes());
                     guest_bytes_mut(data, size, 4, "sizes_get size")?.copy_from_slice(&0u32.to_le_bytes());
@@ -115,6 +122,7 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
                 if !(0..=3).contains(&id) {
                     return Ok(ERRNO_INVAL);
                 }
+                charge_buffers(&mut c, &[(out, 8, "clock_res_get")])?;
                 with_memory(&mut c, |data, _| {
                     guest_bytes_mut(data, out, 8, "clock_res_get")?.copy_from_slice(&1_000u64.to_le_bytes());
                     Ok(ERRNO_SUCCESS)
@@ -129,6 +137,7 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
                     if !(0..=3).contains(&id) {
                         return Ok(ERRNO_INVAL);
                     }
+                    charge_buffers(&mut c, &[(out, 8, "clock_time_get")])?;
                     with_memory(&mut c, |data, state| {
                         let now = if state.limits.grant_clock {
                             if id == 0 {
@@ -158,24 +167,28 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
                     if fd != 1 && fd != 2 {
                         return Ok(ERRNO_BADF);
                     }
-                    if !(0..=1024).contains(&iovs_len) {
+                    if !(0..=MAX_IOVECS).contains(&iovs_len) {
                         return Ok(ERRNO_INVAL);
                     }
+                    // First pass: bounds-check every iovec and add up what they name, to pay for it all
+                    // before reading any of it.
+                    let named = with_memory(&mut c, |data, _| {
+                        guest_bytes(data, nwritten, 4, "fd_write nwritten")?;
+                        (0..iovs_len).try_fold(0u64, |sum, i| {
+                            let (ptr, len) = iovec(data, iovs, i)?;
+                            guest_bytes(data, ptr, len, "fd_write buffer")?;
+                            Ok(sum + u64::from(len as u32))
+                        })
+                    })?;
+                    charge(&mut c, cost(iovs_len as u64, IOVEC_FUEL, named + 4))?;
                     with_memory(&mut c, |data, state| {
-                        let mut total: u32 = 0;
                         for i in 0..iovs_len {
-                            let at = (iovs as u32).checked_add(i as u32 * 8).ok_or_else(|| {
-                                PluginError::AbiViolation {
-                                    detail: "fd_write: iovec array overflows".into(),
-                                }
-                            })?;
-                            let iov = guest_bytes(data, at as i32, 8, "fd_write iovec")?;
-                            let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
-                            let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
-                            let bytes = guest_bytes(data, ptr as i32, len as i32, "fd_write buffer")?;
-                            state.stdio_write(fd, bytes);
-                            total = total.saturating_add(len);
+                            state.check_deadline()?;
+                            let (ptr, len) = iovec(data, iovs, i)?;
+                            state.stdio_write(fd, guest_bytes(data, ptr, len, "fd_write buffer")?);
                         }
+                        // Everything counts as written, kept or not: a guest told less would write again.
+                        let total = u32::try_from(named).unwrap_or(u32::MAX);
                         guest_bytes_mut(data, nwritten, 4, "fd_write nwritten")?
                             .copy_from_slice(&total.to_le_bytes());
                         Ok(ERRNO_SUCCESS)
@@ -197,6 +210,7 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
                 if !(0..=2).contains(&fd) {
                     return Ok(ERRNO_BADF);
                 }
+                charge_buffers(&mut c, &[(out, 24, "fd_fdstat_get")])?;
                 with_memory(&mut c, |data, _| {
                     // fdstat: filetype u8 (2 = character device), flags u16, rights base, rights inheriting.
                     let rights: u64 = if fd == 0 { 1 << 1 } else { 1 << 6 };
@@ -219,15 +233,16 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
         }
         "random_get" => {
             linker.func_wrap(m, name, |mut c: Caller<'_, HostState>, buf: i32, len: i32| {
-                let mem = memory(&mut c)?;
-                let (data, state) = mem.data_and_store_mut(&mut c);
-                match guest_bytes_mut(data, buf, len as u32 as usize, "random_get") {
-                    Ok(out) => {
-                        state.fill_random(out);
-                        Ok(ERRNO_SUCCESS)
+                charge_buffers(&mut c, &[(buf, len as u32, "random_get")])?;
+                with_memory(&mut c, |data, state| {
+                    let out = guest_bytes_mut(data, buf, len as u32 as usize, "random_get")?;
+                    // Chunks are multiples of 8 bytes: the stream is the same as in one go.
+                    for chunk in out.chunks_mut(CHUNK_BYTES) {
+                        state.check_deadline()?;
+                        state.fill_random(chunk);
                     }
-                    Err(e) => Err(state.trap(e)),
-                }
+                    Ok(ERRNO_SUCCESS)
+                })
             })?;
         }
         "sched_yield" => {
@@ -236,6 +251,19 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
         _ => define_denied(linker, name, ty)?,
     }
     Ok(())
+}
+
+/// The `i`-th iovec (buffer pointer, length) of the array at `iovs`.
+fn iovec(data: &[u8], iovs: i32, i: i32) -> Result<(i32, i32), PluginError> {
+    let at = (iovs as u32)
+        .checked_add(i as u32 * 8)
+        .ok_or_else(|| PluginError::AbiViolation {
+            detail: "fd_write: iovec array overflows".into(),
+        })?;
+    let iov = guest_bytes(data, at as i32, 8, "fd_write iovec")?;
+    let ptr = u32::from_le_bytes([iov[0], iov[1], iov[2], iov[3]]);
+    let len = u32::from_le_bytes([iov[4], iov[5], iov[6], iov[7]]);
+    Ok((ptr as i32, len as i32))
 }
 
 /// Everything without a capability answers with an error code: no file descriptors beyond stdio, no

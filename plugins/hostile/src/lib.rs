@@ -1,11 +1,56 @@
 //! `hostile`: a test fixture, not an example. The record's value names a misbehaviour
 //! (`{"do":"loop"}`, `"memory"`, `"flood"`, `"recurse"`, `"panic"`, `"abort"`, `"exit"`, `"bad-output"`,
-//! `"log-flood"`) or a probe of the sandbox (`"fs"`, `"env"`, `"clock"`, `"random"`); anything else
-//! (`"ok"`) emits one point, to show the next record on the same binding is processed normally.
+//! `"log-flood"`, and the host-work floods `"stdio-flood"`, `"log-huge"`, `"point-huge"`) or a probe of the
+//! sandbox (`"fs"`, `"env"`, `"clock"`, `"random"`); anything else (`"ok"`) emits one point, to show the
+//! next record on the same binding is processed normally.
 
 use std::hint::black_box;
 
 use millrace_plugin_sdk::{Level, Output, Point, Record, Reject, plugin};
+
+/// Bytes of ballast the host-work floods grow memory by first, so "all of memory" is several MiB.
+const BALLAST: usize = 8 << 20;
+
+/// WASI `fd_write` called directly: std never hands it more than a couple of iovecs.
+#[cfg(target_arch = "wasm32")]
+mod raw {
+    #[link(wasm_import_module = "wasi_snapshot_preview1")]
+    unsafe extern "C" {
+        pub fn fd_write(fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32;
+    }
+
+    /// Size of the linear memory in bytes.
+    pub fn memory_bytes() -> u32 {
+        (core::arch::wasm32::memory_size(0) as u64 * 65536).min(u64::from(u32::MAX)) as u32
+    }
+}
+
+/// Writes 1,024 iovecs to stdout, each spanning the whole linear memory, again and again: one call names
+/// gigabytes, all of it "valid" guest memory. Only host-side bounds stop it.
+#[cfg(target_arch = "wasm32")]
+fn stdio_flood() -> ! {
+    let ballast = black_box(vec![b'.'; BALLAST]);
+    let iovs = vec![[0u32, raw::memory_bytes()]; 1024];
+    let mut written = 0u32;
+    loop {
+        // SAFETY: the host reads the iovec array and the memory it names, and writes 4 bytes to `written`;
+        // all of it is this module's own memory.
+        let errno = unsafe {
+            raw::fd_write(
+                1,
+                iovs.as_ptr() as i32,
+                iovs.len() as i32,
+                &raw mut written as i32,
+            )
+        };
+        black_box((errno, written, &ballast));
+    }
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn stdio_flood() -> ! {
+    panic!("the stdio flood only makes sense inside the sandbox")
+}
 
 fn recurse(n: u64, pad: [u64; 16]) -> u64 {
     if n == 0 {
@@ -50,6 +95,25 @@ pub fn misbehave(record: &Record<'_>, out: &mut Output) -> Result<(), Reject> {
             }
             println!("and stdout too");
             out.point(&Point::new("logged").field("n", 1000));
+        }
+        "stdio-flood" => stdio_flood(),
+        "log-huge" => {
+            // A log call per iteration, each naming megabytes the host keeps only 1 KiB of.
+            let huge = String::from_utf8(vec![b'x'; BALLAST]).unwrap_or_default();
+            loop {
+                out.log(Level::Info, black_box(&huge));
+            }
+        }
+        "point-huge" => {
+            // Built in place (one copy of the ballast, filled by `memory.fill`), cheap in fuel.
+            let mut line = Vec::with_capacity(BALLAST + 16);
+            line.extend_from_slice(b"huge v=\"");
+            line.resize(BALLAST + 8, b'y');
+            line.push(b'"');
+            let huge = String::from_utf8(line).unwrap_or_default();
+            loop {
+                out.point_line(black_box(&huge));
+            }
         }
         "fs" => {
             let read = std::fs::read_to_string("/etc/passwd").map(|s| s.len());
