@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Pipeline throughput of two `millrace` binaries in ONE run, against the same broker and a blackhole store,
+# alternating A B A B so that drift of the machine hits both: for "no worse than before" checks of a change.
+#   scripts/bench/compare-workers.sh OLD_BINARY NEW_BINARY [ROUNDS]
+#   MILLRACE_BENCH_RECORDS  records per run (default 200000)
+# Needs the stack up (make stack-up), plugins built (make plugins) and the bench tool
+# (cargo build --release -p millrace-tests --example bench_pipeline). Prints one JSON line per run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+OLD=$1 NEW=$2 ROUNDS=${3:-2}
+N=${MILLRACE_BENCH_RECORDS:-200000}
+OUT=target/bench/compare
+mkdir -p "$OUT"
+BP=target/release/examples/bench_pipeline
+STATE=${MILLRACE_STACK_DIR:-.stack}
+KAFKA=$(cat "$STATE/kafka.addr"); REGISTRY=$(cat "$STATE/registry.addr")
+VENV_PY=${MILLRACE_VENV:-.venv}/bin/python
+RUN=cmp$(date +%s)
+python3 scripts/bench/corpus.py seed "$N" >"$OUT/corpus.ndjson"
+DIGEST=$("$VENV_PY" scripts/oras-push.py "$REGISTRY/bench/router:v1" plugins/dist/seed_router.wasm --media-type application/wasm --insecure)
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BH_PORT=$(free_port)
+"$BP" blackhole "$BH_PORT" &
+BH=$!
+trap 'kill $BH 2>/dev/null || true' EXIT
+sleep 0.5
+run() { # label binary round
+    local topic="$RUN-$1-$3" port; port=$(free_port)
+    "$BP" produce "$KAFKA" "$topic" "$OUT/corpus.ndjson" >/dev/null
+    cat >"$OUT/$1-$3.toml" <<TOML
+[kafka]
+brokers = "$KAFKA"
+group_id = "$topic"
+session_timeout = "6s"
+[[bindings]]
+topic = "$topic"
+plugin = "$REGISTRY/bench/router@$DIGEST"
+allowed_measurements = ["*"]
+allowed_indices = ["*"]
+[sinks.influxdb]
+url = "http://127.0.0.1:$BH_PORT"
+database = "bench"
+[sinks.elasticsearch]
+urls = ["http://127.0.0.1:$BH_PORT"]
+[dead_letter]
+topic = "$RUN-dlq"
+[metrics]
+address = "127.0.0.1:$port"
+[registry]
+cache_dir = "$OUT/cache-$1"
+insecure = ["$REGISTRY"]
+TOML
+    RUST_LOG=warn "$2" worker --config "$OUT/$1-$3.toml" 2>"$OUT/$1-$3.log" &
+    local pid=$!
+    printf '{"run":"%s","round":%s,"r":%s}\n' "$1" "$3" "$("$BP" wait "$KAFKA" "$topic" "$topic" "$N" "$pid")"
+    kill -TERM "$pid"; wait "$pid" || true
+}
+printf '{"run":"raw","r":%s}\n' "$("$BP" produce "$KAFKA" "$RUN-raw" "$OUT/corpus.ndjson" >/dev/null; "$BP" raw "$KAFKA" "$RUN-raw" "$N")"
+for round in $(seq 1 "$ROUNDS"); do
+    run old "$OLD" "$round"
+    run new "$NEW" "$round"
+done
