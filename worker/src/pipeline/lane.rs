@@ -1,7 +1,8 @@
 //! Stage 2 of the pipeline, the lane: a thread that runs records through their binding's plugin. A lane
 //! keeps one plugin instance per binding version it has seen (dropped when that version leaves the binding
 //! table), counts per-binding metrics, forwards plugin log lines to `tracing`, and hands accepted outputs to
-//! the router; rejected and failed records go to the dead-letter topic with their kind.
+//! the router; rejected and failed records go to the dead-letter topic with their kind. A record whose topic
+//! belongs to no binding (removed), or to two (ambiguous), is not processed and its offset is not committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use millrace_runtime::{Header, PluginInstance, Record, Verdict};
 
 use super::ack::{InFlight, Share};
 use super::router::Router;
-use crate::bindings::{self, BindingTable};
+use crate::bindings::{self, Ambiguous, Binding, BindingTable};
 use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
 
@@ -56,8 +57,12 @@ pub(super) struct Lane {
     /// One instance per binding version (id); dropped when that version leaves the table.
     instances: HashMap<u64, (PluginInstance, BindingMetrics)>,
     seen_generation: u64,
+    /// The binding of each topic seen, for the table of `seen_generation`.
+    routes: HashMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
     router: Router,
     metrics: Metrics,
+    unrouted_no_binding: prometheus::IntCounter,
+    unrouted_ambiguous: prometheus::IntCounter,
 }
 
 impl Lane {
@@ -66,7 +71,10 @@ impl Lane {
             table,
             instances: HashMap::new(),
             seen_generation: 0,
+            routes: HashMap::new(),
             router,
+            unrouted_no_binding: metrics.records_unrouted.with_label_values(&["no_binding"]),
+            unrouted_ambiguous: metrics.records_unrouted.with_label_values(&["ambiguous_binding"]),
             metrics,
         }
     }
@@ -84,12 +92,34 @@ impl Lane {
         if generation != self.seen_generation {
             // Versions that left the table: their instances go.
             self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
+            self.routes.clear();
             self.seen_generation = generation;
         }
-        let Some(binding) = bindings::find(&table, &rec.topic) else {
-            // The binding was removed: the record is not processed and its offset is not committed.
-            share.abandon();
-            return;
+        let route = match self.routes.get(&rec.topic) {
+            Some(r) => r.clone(),
+            None => {
+                let r = bindings::find(&table, &rec.topic);
+                if let Err(e) = &r {
+                    self.table.report_ambiguous(&rec.topic, e);
+                }
+                self.routes.insert(rec.topic.clone(), r.clone());
+                r
+            }
+        };
+        let binding = match route {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                // The binding was removed: the record is not processed and its offset is not committed.
+                self.unrouted_no_binding.inc();
+                share.abandon();
+                return;
+            }
+            Err(_) => {
+                // Two bindings match the topic: neither processes it, and its offset is not committed.
+                self.unrouted_ambiguous.inc();
+                share.abandon();
+                return;
+            }
         };
         let _ = rec.plugin.set((binding.name.clone(), binding.digest.clone()));
         let name = binding.config.name.as_str();
