@@ -2,12 +2,14 @@
 //! without a restart. A change (the bindings file, a tag moved to a new digest, SIGHUP) is applied per binding:
 //! the new plugin is pulled, verified, compiled and smoke-checked in the background, then swapped in at a record
 //! boundary. Anything that fails (pull, verification, compilation, ABI, smoke check, a malformed file) is
-//! refused: the previous version keeps running, the refusal is logged and counted.
+//! refused: the previous version keeps running, the refusal is logged and counted. A topic belongs to exactly
+//! one binding: bindings that overlap are refused when loaded (`config::bindings`), and a topic that two regex
+//! bindings too large to compare then both match is refused here, per topic ([`find`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use futures::StreamExt;
@@ -37,6 +39,8 @@ pub struct BindingTable {
     generation: AtomicU64,
     /// Set once the first load of the bindings finished (some may have been refused).
     loaded: std::sync::atomic::AtomicBool,
+    /// Topics already reported as matched by two bindings (once per topic and table).
+    ambiguous: Mutex<HashSet<String>>,
 }
 
 impl BindingTable {
@@ -45,6 +49,7 @@ impl BindingTable {
             current: RwLock::new(Arc::new(bindings)),
             generation: AtomicU64::new(1),
             loaded: std::sync::atomic::AtomicBool::new(false),
+            ambiguous: Mutex::new(HashSet::new()),
         })
     }
 
@@ -74,13 +79,45 @@ impl BindingTable {
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(bindings);
+        self.ambiguous
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
         self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Logs a topic two bindings match, once per topic while this table is in force.
+    pub fn report_ambiguous(&self, topic: &str, e: &Ambiguous) {
+        let first = self
+            .ambiguous
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(topic.to_string());
+        if first {
+            tracing::error!(topic, first = %e.first, second = %e.second,
+                "{e}: its records are not processed and its offsets are not committed until the bindings are fixed");
+        }
     }
 }
 
-/// The binding a topic belongs to: the first that matches.
-pub fn find(table: &[Arc<Binding>], topic: &str) -> Option<Arc<Binding>> {
-    table.iter().find(|b| b.config.topics.matches(topic)).cloned()
+/// A topic that more than one binding matches: it belongs to none of them.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the topic is matched by bindings `{first}` and `{second}`")]
+pub struct Ambiguous {
+    pub first: Arc<str>,
+    pub second: Arc<str>,
+}
+
+/// The binding a topic belongs to: the one that matches it; `None` when no binding does (removed), an error
+/// when two do (two regexes that could not be compared when loaded). Never the first of several.
+pub fn find(table: &[Arc<Binding>], topic: &str) -> Result<Option<Arc<Binding>>, Ambiguous> {
+    match crate::config::owner(table, |b| &b.config.topics, topic) {
+        Ok(b) => Ok(b.cloned()),
+        Err((i, j)) => Err(Ambiguous {
+            first: table[i].name.clone(),
+            second: table[j].name.clone(),
+        }),
+    }
 }
 
 /// What the topics of a table subscribe to.

@@ -12,6 +12,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub records_in: IntCounterVec,
     pub records_processed: IntCounterVec,
+    pub records_unrouted: IntCounterVec,
     pub outputs: IntCounterVec,
     pub plugin_duration: HistogramVec,
     pub plugin_fuel: HistogramVec,
@@ -75,6 +76,11 @@ impl Metrics {
                 "millrace_records_processed_total",
                 "Records run through their plugin, by outcome (accepted, rejected, failed)",
                 &["binding", "outcome"],
+            )?,
+            records_unrouted: counter(
+                "millrace_records_unrouted_total",
+                "Records not processed and not committed because their topic belongs to no binding (no_binding: removed) or to two (ambiguous_binding)",
+                &["reason"],
             )?,
             outputs: counter(
                 "millrace_outputs_total",
@@ -233,6 +239,9 @@ impl Metrics {
     pub fn initialize(&self, sinks: &[&str]) {
         for kind in crate::kinds::DeadLetterKind::ALL {
             self.dead_letters.with_label_values(&[kind.as_str()]);
+        }
+        for reason in ["no_binding", "ambiguous_binding"] {
+            self.records_unrouted.with_label_values(&[reason]);
         }
         for outcome in ["dead_lettered", "redelivered"] {
             self.acks_dropped.with_label_values(&[outcome]);

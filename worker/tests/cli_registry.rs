@@ -1,4 +1,5 @@
-//! `millrace plugin push|pull|inspect <ref>` against the stack's real OCI registry (`make stack-up`).
+//! `millrace plugin push|pull|inspect <ref>` and `millrace bindings check` against the stack's real OCI registry
+//! (`make stack-up`), and `bindings check` / `config check` refusing overlapping bindings (offline).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -169,4 +170,38 @@ fn bindings_check_pulls_compiles_and_smoke_tests_every_binding() {
         "{stdout}"
     );
     assert!(stdout.contains("3 binding(s), 2 refused"), "{stdout}");
+}
+
+#[test]
+fn bindings_check_and_config_check_refuse_a_topic_in_two_bindings() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = "127.0.0.1:1/a/p@sha256:0000000000000000000000000000000000000000000000000000000000000000";
+    let bindings = format!(
+        "[[bindings]]\nname = \"acme\"\ntopic = \"client-acme\"\nplugin = \"{plugin}\"\n\
+         [[bindings]]\nname = \"everyone\"\ntopic_regex = \"client-.*\"\nplugin = \"{plugin}\"\n"
+    );
+    let file = dir.path().join("bindings.toml");
+    std::fs::write(&file, &bindings).unwrap();
+    let out = millrace(&["bindings", "check", file.to_str().unwrap()], dir.path());
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bindings.toml[1].topic_regex")
+            && stderr.contains("`acme`")
+            && stderr.contains("`everyone`")
+            && stderr.contains("`client-acme`"),
+        "{stderr}"
+    );
+
+    let config = dir.path().join("worker.toml");
+    std::fs::write(&config, format!("[kafka]\nbrokers = \"k:9092\"\n{bindings}")).unwrap();
+    let out = millrace(&["config", "check", config.to_str().unwrap()], dir.path());
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("bindings[1].topic_regex")
+            && stderr.contains("`acme`")
+            && stderr.contains("`everyone`"),
+        "{stderr}"
+    );
 }

@@ -20,7 +20,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use bindings::{BindingConfig, TopicMatch, load_bindings_file, parse_bindings};
+pub use bindings::{BindingConfig, TopicMatch, TopicRegex, load_bindings_file, owner, parse_bindings};
 pub use docs::reference_markdown;
 pub use kafka::KafkaConfig;
 pub use pipeline::{BatchingConfig, PipelineConfig};
@@ -251,9 +251,9 @@ impl WorkerConfig {
         format!("{c:#?}")
     }
 
-    /// The binding a topic belongs to: the first that matches.
+    /// The binding a topic belongs to: the one that matches it (none when two do).
     pub fn binding_for(&self, topic: &str) -> Option<&BindingConfig> {
-        self.bindings.iter().find(|b| b.topics.matches(topic))
+        owner(&self.bindings, |b| &b.topics, topic).ok().flatten()
     }
 }
 

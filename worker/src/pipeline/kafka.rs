@@ -296,7 +296,10 @@ impl Poll {
         let topic = msg.topic();
         let info = topics.entry(topic.to_string()).or_insert_with(|| TopicInfo {
             name: Arc::from(topic),
-            binding: bindings::find(&self.table.snapshot(), topic).map(|b| b.name.clone()),
+            binding: bindings::find(&self.table.snapshot(), topic)
+                .ok()
+                .flatten()
+                .map(|b| b.name.clone()),
             partitions: HashMap::new(),
         });
         let partition = msg.partition();
@@ -345,7 +348,10 @@ impl Poll {
             .iter()
             .map(|t| Load {
                 key: (t.topic.clone(), t.partition),
-                binding: bindings::find(&table, &t.topic).map(|b| b.name.clone()),
+                binding: bindings::find(&table, &t.topic)
+                    .ok()
+                    .flatten()
+                    .map(|b| b.name.clone()),
                 records: t.in_flight(),
                 bytes: t.bytes_in_flight(),
             })

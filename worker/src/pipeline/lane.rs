@@ -5,7 +5,8 @@
 //! needs one (instances come back in microseconds from the pool). A record never fails because the host ran
 //! short of slots: it waits, counted, with its offset held. The lane counts per-binding metrics, forwards
 //! plugin log lines to `tracing`, and hands accepted outputs to the router; rejected and failed records go to
-//! the dead-letter topic with their kind.
+//! the dead-letter topic with their kind. A record whose topic belongs to no binding (removed), or to
+//! two (ambiguous), is not processed and its offset is not committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use millrace_runtime::{Header, PluginError, PluginInstance, Processed, Record, V
 use super::ack::{InFlight, Share};
 use super::router::Router;
 use super::scheduler::Scheduler;
-use crate::bindings::{self, Binding, BindingTable};
+use crate::bindings::{self, Ambiguous, Binding, BindingTable};
 use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
 
@@ -71,6 +72,8 @@ pub(super) struct Lane {
     /// One instance per binding version (id); dropped when that version leaves the table.
     instances: HashMap<u64, Slot>,
     seen_generation: u64,
+    /// The binding of each topic seen, for the table of `seen_generation`.
+    routes: HashMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
     router: Router,
     metrics: Metrics,
     scheduler: Scheduler,
@@ -80,6 +83,8 @@ pub(super) struct Lane {
     clock: u64,
     /// Set when the pipeline stops: a record waiting for capacity is left for redelivery.
     stop: Arc<AtomicBool>,
+    unrouted_no_binding: prometheus::IntCounter,
+    unrouted_ambiguous: prometheus::IntCounter,
 }
 
 impl Lane {
@@ -94,8 +99,11 @@ impl Lane {
             table,
             instances: HashMap::new(),
             seen_generation: 0,
+            routes: HashMap::new(),
             router,
             scheduler: Scheduler::new(metrics.clone()),
+            unrouted_no_binding: metrics.records_unrouted.with_label_values(&["no_binding"]),
+            unrouted_ambiguous: metrics.records_unrouted.with_label_values(&["ambiguous_binding"]),
             metrics,
             max_live: max_live.max(1),
             clock: 0,
@@ -132,18 +140,34 @@ impl Lane {
         }
     }
 
-    /// Queues a record under its binding (records of a removed binding under its topic: they are abandoned
-    /// when their turn comes).
+    /// Queues a record under its binding (records of no binding, or of two, under their topic: they are
+    /// left unprocessed when their turn comes).
     fn enqueue(&mut self, share: Share) {
         let table = self.table.snapshot();
+        if self.table.generation() != self.seen_generation {
+            self.routes.clear();
+        }
         let topic = share.record().topic.clone();
-        match bindings::find(&table, &topic) {
-            Some(b) => {
+        match self.route(&table, &topic) {
+            Ok(Some(b)) => {
                 let weight = b.config.weight;
                 self.scheduler.push(&b.name, weight, share)
             }
-            None => self.scheduler.push(&topic, 1, share),
+            Ok(None) | Err(_) => self.scheduler.push(&topic, 1, share),
         }
+    }
+
+    /// The binding of `topic` in `table`, cached per topic until the table changes.
+    fn route(&mut self, table: &[Arc<Binding>], topic: &Arc<str>) -> Result<Option<Arc<Binding>>, Ambiguous> {
+        if let Some(r) = self.routes.get(topic) {
+            return r.clone();
+        }
+        let r = bindings::find(table, topic);
+        if let Err(e) = &r {
+            self.table.report_ambiguous(topic, e);
+        }
+        self.routes.insert(topic.clone(), r.clone());
+        r
     }
 
     /// Runs one record: its processing share is given back here, whatever happens. Returns the plugin time.
@@ -160,12 +184,23 @@ impl Lane {
             // Versions that left the table: their instances go.
             self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
             self.scheduler.forget_idle();
+            self.routes.clear();
             self.seen_generation = generation;
         }
-        let Some(binding) = bindings::find(&table, &rec.topic) else {
-            // The binding was removed: the record is not processed and its offset is not committed.
-            share.abandon();
-            return Duration::ZERO;
+        let binding = match self.route(&table, &rec.topic) {
+            Ok(Some(b)) => b,
+            Ok(None) => {
+                // The binding was removed: the record is not processed and its offset is not committed.
+                self.unrouted_no_binding.inc();
+                share.abandon();
+                return Duration::ZERO;
+            }
+            Err(_) => {
+                // Two bindings match the topic: neither processes it, and its offset is not committed.
+                self.unrouted_ambiguous.inc();
+                share.abandon();
+                return Duration::ZERO;
+            }
         };
         let _ = rec.plugin.set((binding.name.clone(), binding.digest.clone()));
         let name = binding.config.name.as_str();

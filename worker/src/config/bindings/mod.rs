@@ -1,6 +1,9 @@
 //! `[[bindings]]` and `[reload]`: which plugin processes which topics, under which limits, and how often a
 //! bindings file is re-read. Bindings are read in two places (inline in the worker configuration, and from a
 //! bindings file that is reloaded live), so their declaration and validation live here, apart from the rest.
+//! Which topics a binding owns and which names it may write to (isolation between clients) is in [`matching`].
+
+mod matching;
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -11,10 +14,20 @@ use serde::Deserialize;
 
 use super::ConfigError;
 use super::{config_error, invalid};
+pub use matching::{TopicMatch, TopicRegex, owner};
 
 /// One or more, here or in `bindings_file`: a client's topics and the plugin that transforms their records.
 ///
-/// A topic belongs to the first binding that matches it.
+/// A topic belongs to exactly one binding. Bindings whose topics overlap are refused, naming both: two equal
+/// `topic`s, a `topic` that a `topic_regex` matches, or two `topic_regex`es that match a common topic name
+/// (shown in the error). Two regexes too large to compare when loading are compared on each topic instead: the
+/// records of a topic both match are not processed by either, and their offsets are not committed (logged
+/// once per topic, counted in `millrace_records_unrouted_total{reason="ambiguous_binding"}`).
+///
+/// Allowlist entries (`allowed_indices`, `allowed_measurements`) admit whole name segments: `acme` admits
+/// `acme`, `acme-x`, `acme_x` and `acme.x`, not `acmebank-x`; an entry ending with a separator (`-`, `_`, `.`)
+/// is a prefix (`env_` admits `env_cpu`); an entry with `*` is a glob (`acme-*`, `*-logs`; `*` admits any
+/// name). An empty entry is refused.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BindingSection {
@@ -23,17 +36,20 @@ pub struct BindingSection {
     name: Option<String>,
     /// A topic name (give `topic` or `topic_regex`).
     topic: Option<String>,
-    /// A regular expression of topic names (anchored with `^` if not already); new matching topics are
-    /// consumed without a restart.
+    /// A regular expression of whole topic names (`client-a` matches `client-a`, not `client-ab`); new
+    /// matching topics are consumed without a restart. librdkafka subscribes with it as `^(...)$`, so keep to
+    /// the syntax Rust's `regex` and POSIX extended regexes share.
     topic_regex: Option<String>,
     /// OCI reference: `registry/repository@sha256:...` (pinned) or `:tag` (resolved per
     /// `registry.pull_policy`).
     plugin: String,
-    /// Index name prefixes the plugin may write documents to; `"*"` allows any. Others are dead-lettered as
+    /// Index names the plugin may write documents to: `acme` (`acme`, `acme-x`, `acme_x`, `acme.x`; not
+    /// `acmebank-x`), `acme-` (a prefix), `acme-*` (a glob); `"*"` allows any. Others are dead-lettered as
     /// `output_not_allowed`.
     #[serde(default)]
     allowed_indices: Vec<String>,
-    /// Measurement name prefixes the plugin may write points to; `"*"` allows any.
+    /// Measurement names the plugin may write points to, with the same rules as `allowed_indices`
+    /// (`env_` is a prefix); `"*"` allows any.
     #[serde(default)]
     allowed_measurements: Vec<String>,
     /// Sandbox limits applied to every record of this binding.
@@ -150,39 +166,15 @@ struct BindingsFile {
     bindings: Vec<BindingSection>,
 }
 
-/// What a binding's topics are.
-#[derive(Debug, Clone)]
-pub enum TopicMatch {
-    Name(String),
-    Regex(regex::Regex),
-}
-
-impl TopicMatch {
-    pub fn matches(&self, topic: &str) -> bool {
-        match self {
-            Self::Name(n) => n == topic,
-            Self::Regex(r) => r.is_match(topic),
-        }
-    }
-
-    /// The subscription pattern librdkafka understands (regexes start with `^`).
-    pub fn subscription(&self) -> String {
-        match self {
-            Self::Name(n) => n.clone(),
-            Self::Regex(r) => r.as_str().to_string(),
-        }
-    }
-}
-
 /// A validated binding.
 #[derive(Debug, Clone)]
 pub struct BindingConfig {
     pub name: String,
     pub topics: TopicMatch,
     pub plugin: String,
-    /// Index name prefixes documents may go to; `*` allows any.
+    /// Index names documents may go to (see [`matching`] for the rules).
     pub allowed_indices: Vec<String>,
-    /// Measurement name prefixes points may go to; `*` allows any.
+    /// Measurement names points may go to (see [`matching`] for the rules).
     pub allowed_measurements: Vec<String>,
     pub limits: millrace_runtime::Limits,
     /// Sample record values a new plugin version must process into outputs, without errors.
@@ -191,17 +183,13 @@ pub struct BindingConfig {
     pub weight: u32,
 }
 
-fn allowed(prefixes: &[String], name: &str) -> bool {
-    prefixes.iter().any(|p| p == "*" || name.starts_with(p.as_str()))
-}
-
 impl BindingConfig {
     pub fn allows_index(&self, index: &str) -> bool {
-        allowed(&self.allowed_indices, index)
+        matching::allowed(&self.allowed_indices, index)
     }
 
     pub fn allows_measurement(&self, measurement: &str) -> bool {
-        allowed(&self.allowed_measurements, measurement)
+        matching::allowed(&self.allowed_measurements, measurement)
     }
 }
 
@@ -211,8 +199,7 @@ impl BindingSection {
         let topics = match (self.topic, self.topic_regex) {
             (Some(t), None) if !t.is_empty() => TopicMatch::Name(t),
             (None, Some(r)) => {
-                let r = if r.starts_with('^') { r } else { format!("^{r}") };
-                TopicMatch::Regex(regex::Regex::new(&r).map_err(|e| invalid(&key("topic_regex"), e))?)
+                TopicMatch::Regex(TopicRegex::new(&r).map_err(|e| invalid(&key("topic_regex"), e))?)
             }
             _ => {
                 return Err(invalid(
@@ -221,6 +208,8 @@ impl BindingSection {
                 ));
             }
         };
+        matching::check_entries(&key("allowed_indices"), &self.allowed_indices)?;
+        matching::check_entries(&key("allowed_measurements"), &self.allowed_measurements)?;
         millrace_plugin_registry::PluginRef::parse(&self.plugin).map_err(|e| invalid(&key("plugin"), e))?;
         if !(1..=1000).contains(&self.weight) {
             return Err(invalid(&key("weight"), "between 1 and 1000"));
@@ -230,7 +219,7 @@ impl BindingSection {
             .validate(&millrace_runtime::EngineConfig::default())
             .map_err(|e| invalid(&key("limits"), e))?;
         Ok(BindingConfig {
-            name: self.name.unwrap_or_else(|| topics.subscription()),
+            name: self.name.unwrap_or_else(|| topics.as_written().to_string()),
             topics,
             plugin: self.plugin,
             allowed_indices: self.allowed_indices,
@@ -242,7 +231,8 @@ impl BindingSection {
     }
 }
 
-/// Validates bindings; `what` prefixes the keys in errors (`bindings`, or the file's name).
+/// Validates bindings, each and together (unique names, no topic in two bindings); `what` prefixes the keys in
+/// errors (`bindings`, or the file's name).
 pub(super) fn validate_bindings(
     sections: Vec<BindingSection>,
     what: &str,
@@ -258,6 +248,7 @@ pub(super) fn validate_bindings(
             return Err(invalid(what, format!("two bindings are named `{}`", b.name)));
         }
     }
+    matching::check_overlaps(&bindings, what)?;
     Ok(bindings)
 }
 
