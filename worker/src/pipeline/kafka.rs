@@ -285,6 +285,15 @@ impl Poll {
         }
         tracing::info!(drained, "offsets committed; leaving the group");
         self.consumer.unsubscribe();
+        // Serve the rebalance that leaving starts before the consumer is closed: librdkafka aborts the
+        // process when a consumer is destroyed while an (incremental) assignment is still in progress.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut settled = 0;
+        while settled < 3 && Instant::now() < deadline {
+            let _ = self.consumer.poll(Duration::from_millis(50));
+            let empty = self.consumer.assignment().map_or(true, |a| a.count() == 0);
+            settled = if empty { settled + 1 } else { 0 };
+        }
     }
 
     /// Registers a record with its partition's tracker; returns its processing share and its binding.
