@@ -1,0 +1,687 @@
+//! Issue 12 end to end, against the real broker, registry and stores: one worker fleet shared by many clients.
+//!
+//! - Hundreds of clients, each with its own topic and its own plugin digest, on one worker with the default
+//!   engine (256 instance slots, one lane per core): more bindings than slots. Every record of every client
+//!   lands in both stores, none is dead-lettered (before lanes released idle instances, half of them went to
+//!   the dead-letter topic as `instantiate`), and the worker reports the instances it released to make room.
+//! - A noisy neighbour on a single lane: a backlog of records that each run to their fuel limit does not hold
+//!   back a quiet client's records (fair scheduling per binding): the quiet client's outputs are all in the
+//!   store while the noisy backlog is still being worked off, and in the end every noisy record is
+//!   dead-lettered as `out_of_fuel` and every quiet record landed.
+//! - A worker with the fewest instance slots it accepts and more bindings than slots: nothing is
+//!   dead-lettered, instances are released and recreated instead.
+//!
+//! `millrace_resource_waits_total` (a record waiting because the engine itself had no slot free) is reported,
+//! not asserted: the lanes' shares add up to the engine's slots minus those kept for plugin loads, so these
+//! runs release instances (`millrace_instance_evictions_total`) and are not expected to wait.
+//!
+//! Every client gets its own digest by appending a WebAssembly custom section with a unique payload to the
+//! same example module (the module stays valid; its bytes, hence its digests, differ). The modules are pushed
+//! in-process with oci-client, as a wasm OCI artifact (the layout `millrace plugin push` writes): hundreds of
+//! ORAS SDK processes would take minutes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use futures::{StreamExt, TryStreamExt};
+use millrace_tests::config::{Binding, TestConfig};
+use millrace_tests::e2e::{
+    committed, create_db, dead_letters, es_hits, influx_query, metric_record, metrics_text, wait_points,
+};
+use millrace_tests::{addr, dist, eventually, free_port, unique};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde_json::json;
+
+/// Names, database, port and cache of one test, none shared with another test or an earlier run.
+struct Fleet {
+    uid: String,
+    /// The test's repository in the stack's registry.
+    repo: String,
+    db: String,
+    group: String,
+    dlq: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Fleet {
+    async fn new(prefix: &str) -> Result<Self> {
+        let uid = unique(prefix).replace('-', "");
+        let db = format!("db_{uid}");
+        create_db(&db).await?;
+        Ok(Self {
+            repo: format!("{}/many/{uid}", addr("registry")),
+            group: format!("group-{uid}"),
+            dlq: format!("dlq-{uid}"),
+            db,
+            uid,
+            port: free_port(),
+            dir: tempfile::tempdir()?,
+        })
+    }
+
+    /// A worker of this test's group: the stack's stores, dead-letter topic, metrics on the test's port.
+    /// Everything else keeps the worker's defaults.
+    fn worker(&self) -> TestConfig {
+        TestConfig::for_group(&self.group)
+            .influxdb(&self.db)
+            .elasticsearch()
+            .dead_letter(&self.dlq)
+            .metrics_port(self.port)
+            .registry_cache(&self.dir.path().join("cache"))
+    }
+
+    async fn metrics(&self) -> String {
+        metrics_text(self.port).await
+    }
+}
+
+/// Appends a custom section (id 0) named `name` holding `payload`: the module means the same, its bytes differ.
+fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
+    fn leb128(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+    let mut body = Vec::new();
+    leb128(name.len(), &mut body);
+    body.extend_from_slice(name.as_bytes());
+    body.extend_from_slice(payload);
+    let mut out = module.to_vec();
+    out.push(0);
+    leb128(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    millrace_plugin_registry::sha256(bytes)
+}
+
+/// Pushes each module as a wasm OCI artifact to `<repo>:<tag>` (a few at a time); returns the manifest digests.
+async fn push_modules(repo: &str, modules: &[(String, Vec<u8>)]) -> Result<Vec<String>> {
+    use oci_client::client::{ClientConfig, ClientProtocol};
+    use oci_client::secrets::RegistryAuth;
+    use oci_client::{Client, Reference};
+
+    let client = Client::new(ClientConfig {
+        protocol: ClientProtocol::Http,
+        ..Default::default()
+    });
+    client
+        .store_auth_if_needed(&addr("registry"), &RegistryAuth::Anonymous)
+        .await;
+    let config = json!({"architecture": "wasm", "os": "wasip1"})
+        .to_string()
+        .into_bytes();
+    let config_digest = sha256(&config);
+    let first: Reference = format!("{repo}:config").parse()?;
+    client.push_blob(&first, config.clone(), &config_digest).await?;
+    futures::stream::iter(modules)
+        .map(|(tag, wasm)| {
+            let (client, config_len, config_digest) = (&client, config.len(), &config_digest);
+            async move {
+                let reference: Reference = format!("{repo}:{tag}").parse()?;
+                let layer_digest = sha256(wasm);
+                client
+                    .push_blob(&reference, wasm.clone(), &layer_digest)
+                    .await?;
+                let manifest = json!({
+                    "schemaVersion": 2,
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "artifactType": "application/vnd.wasm.config.v0+json",
+                    "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": config_digest, "size": config_len},
+                    "layers": [{
+                        "mediaType": "application/wasm",
+                        "digest": layer_digest,
+                        "size": wasm.len(),
+                        "annotations": {"org.opencontainers.image.title": format!("{tag}.wasm")},
+                    }],
+                })
+                .to_string()
+                .into_bytes();
+                let digest = sha256(&manifest);
+                client
+                    .push_manifest_raw(
+                        &reference,
+                        manifest,
+                        reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
+                    )
+                    .await?;
+                anyhow::Ok(digest)
+            }
+        })
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
+/// Creates the topics with `partitions` partitions each (the broker's own default is 4).
+async fn create_topics(topics: &[String], partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    for chunk in new.chunks(100) {
+        let results = admin
+            .create_topics(
+                chunk,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+            )
+            .await?;
+        for r in results {
+            r.map_err(|(topic, e)| anyhow::anyhow!("creating topic {topic}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Records (key, value) to produce to a topic.
+type Batch = (String, Vec<(String, Vec<u8>)>);
+
+/// Produces records to several topics with one producer; records of a topic get distinct timestamps.
+async fn produce_to(batches: &[Batch]) -> Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "20")
+        .create()?;
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let sends = batches.iter().flat_map(|(topic, records)| {
+        let producer = &producer;
+        records.iter().enumerate().map(move |(i, (key, value))| {
+            producer.send(
+                FutureRecord::to(topic)
+                    .timestamp(base + i as i64)
+                    .key(key.as_bytes())
+                    .payload(value.as_slice()),
+                Duration::from_secs(60),
+            )
+        })
+    });
+    for r in futures::future::join_all(sends).await {
+        r.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Records written to a topic so far (the sum of its partitions' high watermarks); 0 while it does not exist.
+fn topic_size(topic: &str) -> Result<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .set("group.id", unique("watermarks"))
+        .create()?;
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    let mut size = 0;
+    for t in metadata.topics() {
+        if t.error().is_some() {
+            continue;
+        }
+        for p in t.partitions() {
+            let (low, high) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10))?;
+            size += high - low;
+        }
+    }
+    Ok(size)
+}
+
+/// The sum of the samples of metric `name` whose labels contain every one of `labels` (`key="value"`).
+fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0
+}
+
+/// Whether the worker's /metrics has a sample of `name` for this binding.
+fn has_series(text: &str, name: &str, binding: &str) -> bool {
+    let label = format!("binding=\"{binding}\"");
+    text.lines()
+        .any(|l| l.starts_with(&format!("{name}{{")) && l.contains(&label))
+}
+
+/// Points of `kafka_records` per `topic` tag in the database.
+async fn influx_counts_per_topic(db: &str) -> Result<BTreeMap<String, u64>> {
+    let v = influx_query(
+        db,
+        "SELECT count(\"bytes\") FROM kafka_records GROUP BY \"topic\"",
+    )
+    .await?;
+    Ok(v["results"][0]["series"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| {
+            Some((
+                s["tags"]["topic"].as_str()?.to_string(),
+                s["values"][0][1].as_u64()?,
+            ))
+        })
+        .collect())
+}
+
+/// Documents per `topic` in the indices matching `pattern`.
+async fn es_counts_per_topic(pattern: &str) -> Result<BTreeMap<String, u64>> {
+    let mut counts = BTreeMap::new();
+    for hit in es_hits(pattern).await? {
+        if let Some(topic) = hit["_source"]["topic"].as_str() {
+            *counts.entry(topic.to_string()).or_insert(0) += 1;
+        }
+    }
+    Ok(counts)
+}
+
+/// What one many-clients run observed.
+#[derive(Debug)]
+struct Figures {
+    evictions: BTreeMap<String, f64>,
+    waits: f64,
+}
+
+/// `clients` clients, each with its own topic of `partitions` partitions, its own digest of the `c_envelope`
+/// example plugin (a point to InfluxDB and a document to Elasticsearch per record) and `records` records, on
+/// one worker configured by `tune` on top of the defaults. Asserts exact accounting per client and zero dead
+/// letters; returns the worker's resource figures.
+async fn many_clients(
+    prefix: &str,
+    clients: usize,
+    partitions: i32,
+    records: usize,
+    tune: impl FnOnce(TestConfig) -> TestConfig,
+) -> Result<Figures> {
+    let started = Instant::now();
+    let f = Fleet::new(prefix).await?;
+    // c_envelope rather than seed_router: a debug build compiles it about three times faster, and the worker
+    // compiles each of the distinct modules at startup (one client = one digest = one compilation).
+    let base = std::fs::read(dist("c_envelope"))?;
+    let modules: Vec<(String, Vec<u8>)> = (0..clients)
+        .map(|i| {
+            let tag = format!("c{i:03}");
+            let wasm = with_custom_section(
+                &base,
+                "millrace-test-client",
+                format!("{}-{tag}", f.uid).as_bytes(),
+            );
+            (tag, wasm)
+        })
+        .collect();
+    let digests = push_modules(&f.repo, &modules).await?;
+    let distinct: BTreeSet<&String> = digests.iter().collect();
+    assert_eq!(distinct.len(), clients, "every client has its own digest");
+    let pushed = started.elapsed();
+
+    let topics: Vec<String> = (0..clients).map(|i| format!("{}-c{i:03}", f.uid)).collect();
+    create_topics(&topics, partitions).await?;
+    let batches: Vec<Batch> = topics
+        .iter()
+        .enumerate()
+        .map(|(c, topic)| {
+            let recs = (0..records)
+                .map(|r| {
+                    let rid = c * records + r;
+                    (
+                        format!("k{rid}"),
+                        json!({"client": c, "rid": rid}).to_string().into_bytes(),
+                    )
+                })
+                .collect();
+            (topic.clone(), recs)
+        })
+        .collect();
+    produce_to(&batches).await?;
+    let produced = started.elapsed();
+
+    let mut config = tune(f.worker());
+    for (i, (topic, digest)) in topics.iter().zip(&digests).enumerate() {
+        config = config.binding(
+            Binding::topic(topic)
+                .name(&format!("c{i:03}"))
+                .plugin(&format!("{}@{digest}", f.repo))
+                .measurements(["kafka_records"])
+                .indices(["envelope-"]),
+        );
+    }
+    let (stop_tx, worker) = config.start()?;
+    // /metrics answers once every binding's plugin loaded (pulled, verified, compiled).
+    eventually(
+        Duration::from_secs(600),
+        "the worker to load every plugin",
+        || async { (!f.metrics().await.is_empty()).then_some(()) },
+    )
+    .await;
+    let loaded = started.elapsed();
+
+    // Every record ran, and was accepted or dead-lettered (a worker that dead-letters fails here, with the
+    // kinds, rather than by waiting for outputs that never come).
+    let total = (clients * records) as f64;
+    let text = eventually(
+        Duration::from_secs(300),
+        "every record accepted or dead-lettered",
+        || async {
+            let text = f.metrics().await;
+            let accepted = metric_sum(
+                &text,
+                "millrace_records_processed_total",
+                &["outcome=\"accepted\""],
+            );
+            let dead = metric_sum(&text, "millrace_dead_letters_total", &[]);
+            (accepted + dead >= total).then_some(text)
+        },
+    )
+    .await;
+    let processed = |outcome: &str| metric_sum(&text, "millrace_records_processed_total", &[outcome]);
+    let (accepted, rejected, failed) = (
+        processed("outcome=\"accepted\""),
+        processed("outcome=\"rejected\""),
+        processed("outcome=\"failed\""),
+    );
+    let dead = metric_sum(&text, "millrace_dead_letters_total", &[]);
+    let waits = metric_sum(&text, "millrace_resource_waits_total", &[]);
+    let evictions: BTreeMap<String, f64> = ["lane_share", "no_capacity"]
+        .iter()
+        .map(|r| {
+            let label = format!("reason=\"{r}\"");
+            (
+                r.to_string(),
+                metric_sum(&text, "millrace_instance_evictions_total", &[&label]),
+            )
+        })
+        .collect();
+    let nonzero = |prefix: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix) && !l.ends_with(" 0"))
+            .map(str::to_string)
+            .collect()
+    };
+    let dead_kinds = nonzero("millrace_dead_letters_total{");
+    println!(
+        "{clients} clients x {partitions} partitions x {records} records: accepted {accepted}, rejected \
+         {rejected}, failed {failed}, dead letters {dead} {dead_kinds:?}; millrace_resource_waits_total {waits}, \
+         millrace_instance_evictions_total {evictions:?}"
+    );
+    assert_eq!(
+        (rejected, failed, dead),
+        (0.0, 0.0, 0.0),
+        "nothing failed or was dead-lettered: {dead_kinds:?}, plugin errors (first 5) {:?}",
+        nonzero("millrace_plugin_errors_total{")
+            .iter()
+            .take(5)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(accepted, total, "every record ran once, accepted");
+
+    let want: BTreeMap<String, u64> = topics.iter().map(|t| (t.clone(), records as u64)).collect();
+    let points = eventually(
+        Duration::from_secs(120),
+        "every client's points in InfluxDB",
+        || async {
+            influx_counts_per_topic(&f.db)
+                .await
+                .ok()
+                .filter(|c| c.values().sum::<u64>() >= (clients * records) as u64)
+        },
+    )
+    .await;
+    assert_eq!(points, want, "points per client");
+    let pattern = format!("envelope-{}-*", f.uid);
+    let docs = eventually(
+        Duration::from_secs(120),
+        "every client's documents in Elasticsearch",
+        || {
+            let pattern = pattern.clone();
+            async move {
+                es_counts_per_topic(&pattern)
+                    .await
+                    .ok()
+                    .filter(|c| c.values().sum::<u64>() >= (clients * records) as u64)
+            }
+        },
+    )
+    .await;
+    assert_eq!(docs, want, "documents per client");
+    let landed = started.elapsed();
+
+    stop_tx.send(()).ok();
+    worker.await??;
+    let topic_refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    let offsets = committed(&f.group, &topic_refs)?;
+    let want_offsets: BTreeMap<String, i64> = topics.iter().map(|t| (t.clone(), records as i64)).collect();
+    assert_eq!(offsets, want_offsets, "every record committed");
+    assert_eq!(topic_size(&f.dlq)?, 0, "nothing in the dead-letter topic");
+    println!(
+        "timings: pushed {clients} modules {pushed:?}, topics and records {:?}, worker loaded the plugins {:?}, \
+         everything landed {:?}, total {:?}",
+        produced - pushed,
+        loaded - produced,
+        landed - loaded,
+        started.elapsed()
+    );
+    Ok(Figures { evictions, waits })
+}
+
+/// 300 clients, 3 partitions each, on one worker with the default engine and lanes: more bindings than the
+/// 256 instance slots, so lanes release idle instances; no record is dead-lettered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_clients_with_their_own_plugins_share_one_worker_without_dead_letters() -> Result<()> {
+    let figures = many_clients("many", 300, 3, 10, |c| c).await?;
+    let evictions: f64 = figures.evictions.values().sum();
+    println!(
+        "300 clients, default engine: {evictions} instances released {:?}, {} waits for a slot",
+        figures.evictions, figures.waits
+    );
+    assert!(
+        evictions > 0.0,
+        "300 bindings on 256 slots must release instances: {figures:?}"
+    );
+    Ok(())
+}
+
+/// The fewest slots the worker accepts (lanes + 8: the two lanes get one live instance each) and 30 bindings:
+/// every record still lands, by releasing and recreating instances, never by dead-lettering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_fewest_instance_slots_for_many_bindings_dead_letter_nothing() -> Result<()> {
+    let figures = many_clients("scarce", 30, 3, 10, |c| {
+        c.pipeline(|p| p.set("lanes", 2).set("max_instances", 10))
+    })
+    .await?;
+    let evictions: f64 = figures.evictions.values().sum();
+    println!(
+        "30 clients, 10 slots: {evictions} instances released {:?}, {} waits for a slot",
+        figures.evictions, figures.waits
+    );
+    assert!(evictions > 0.0, "30 bindings on 2 live slots: {figures:?}");
+    Ok(())
+}
+
+/// One lane, a noisy client whose every record runs to its fuel limit, a quiet client: the quiet client's
+/// records are served between the noisy client's, not after its backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Result<()> {
+    const NOISY: u64 = 2000;
+    const QUIET: u64 = 20;
+    let f = Fleet::new("noisy").await?;
+    let modules = vec![
+        ("hostile".to_string(), std::fs::read(dist("hostile"))?),
+        ("router".to_string(), std::fs::read(dist("seed_router"))?),
+    ];
+    let digests = push_modules(&f.repo, &modules).await?;
+    let (noisy_topic, quiet_topic) = (format!("{}-noisy", f.uid), format!("{}-quiet", f.uid));
+    create_topics(&[noisy_topic.clone(), quiet_topic.clone()], 3).await?;
+    let noisy_records: Vec<(String, Vec<u8>)> = (0..NOISY)
+        .map(|id| {
+            (
+                format!("k{id}"),
+                json!({"do": "loop", "rid": id}).to_string().into_bytes(),
+            )
+        })
+        .collect();
+    produce_to(&[(noisy_topic.clone(), noisy_records)]).await?;
+
+    let config = f
+        .worker()
+        .pipeline(|p| p.set("lanes", 1))
+        .binding(
+            Binding::topic(&noisy_topic)
+                .name("noisy")
+                .plugin(&format!("{}@{}", f.repo, digests[0]))
+                .measurements(["ok"])
+                // The default fuel limit, a few ms of plugin time per record: the backlog takes seconds to work
+                // off. The wall-clock deadline is generous so that the fuel limit, not a lane thread preempted
+                // on a busy machine for 100 ms, is what stops every record.
+                .limits(|l| l.set("fuel", 50_000_000).set("timeout", "5s")),
+        )
+        .binding(
+            Binding::topic(&quiet_topic)
+                .name("quiet")
+                .plugin(&format!("{}@{}", f.repo, digests[1]))
+                .measurements(["env_"]),
+        );
+    let (stop_tx, worker) = config.start()?;
+    let noisy_done = |text: &str| {
+        metric_sum(
+            text,
+            "millrace_records_processed_total",
+            &["binding=\"noisy\"", "outcome=\"failed\""],
+        )
+    };
+    // The worker took the backlog and is working it off.
+    eventually(
+        Duration::from_secs(120),
+        "the noisy client's first failures",
+        || async {
+            let text = f.metrics().await;
+            let fuel = metric_sum(
+                &text,
+                "millrace_plugin_errors_total",
+                &["binding=\"noisy\"", "kind=\"out_of_fuel\""],
+            );
+            (fuel > 0.0).then_some(())
+        },
+    )
+    .await;
+    let at_quiet_start = noisy_done(&f.metrics().await);
+    let quiet: Vec<(String, Vec<u8>)> = (0..QUIET).map(|i| metric_record(10_000 + i)).collect();
+    produce_to(&[(quiet_topic.clone(), quiet)]).await?;
+    let quiet_sent = Instant::now();
+
+    let points = wait_points(
+        &f.db,
+        QUIET as usize,
+        Duration::from_secs(120),
+        "the quiet client's points",
+    )
+    .await;
+    // Read after the quiet client's last point was seen: counters only grow, so the backlog was at least this
+    // large when that point landed.
+    let text = f.metrics().await;
+    let at_quiet_done = noisy_done(&text);
+    let noisy_queued = metric_sum(&text, "millrace_binding_queued_records", &["binding=\"noisy\""]);
+    println!(
+        "noisy records processed: {at_quiet_start} when the quiet client produced, {at_quiet_done} when its \
+         {QUIET} points were all in InfluxDB, {:?} after they were produced ({noisy_queued} noisy records \
+         still queued in the lane)",
+        quiet_sent.elapsed()
+    );
+    assert_eq!(points, (10_000..10_000 + QUIET).collect::<BTreeSet<u64>>());
+    assert!(
+        at_quiet_done < NOISY as f64,
+        "the quiet client waited for the whole noisy backlog ({at_quiet_done} of {NOISY} processed)"
+    );
+    assert!(noisy_queued > 0.0, "the noisy client still had records waiting");
+
+    // In the end every noisy record failed on its fuel limit and went to the dead-letter topic.
+    let dead = dead_letters(&f.dlq, NOISY as usize).await?;
+    assert_eq!(dead.len(), NOISY as usize);
+    let kinds: BTreeMap<&str, usize> = dead.values().fold(BTreeMap::new(), |mut m, (kind, ..)| {
+        *m.entry(kind.as_str()).or_insert(0) += 1;
+        m
+    });
+    let odd: Vec<_> = dead
+        .iter()
+        .filter(|(_, (kind, ..))| kind != "out_of_fuel")
+        .take(10)
+        .collect();
+    assert_eq!(
+        kinds,
+        BTreeMap::from([("out_of_fuel", NOISY as usize)]),
+        "dead letters by kind; others than out_of_fuel: {odd:?}"
+    );
+    assert!(dead.values().all(|(_, topic, ..)| *topic == noisy_topic));
+    assert_eq!(
+        dead.keys().copied().collect::<BTreeSet<u64>>(),
+        (0..NOISY).collect()
+    );
+
+    let text = f.metrics().await;
+    for binding in ["noisy", "quiet"] {
+        for name in [
+            "millrace_scheduling_delay_seconds_count",
+            "millrace_binding_queued_records",
+        ] {
+            assert!(has_series(&text, name, binding), "{name} of {binding}");
+        }
+        let label = format!("binding=\"{binding}\"");
+        let delay = metric_sum(&text, "millrace_scheduling_delay_seconds_sum", &[&label])
+            / metric_sum(&text, "millrace_scheduling_delay_seconds_count", &[&label]);
+        println!("{binding}: mean scheduling delay {delay:.4} s");
+        assert_eq!(
+            metric_sum(&text, "millrace_binding_queued_records", &[&label]),
+            0.0,
+            "{binding}: nothing left queued"
+        );
+    }
+    assert_eq!(noisy_done(&text), NOISY as f64);
+
+    stop_tx.send(()).ok();
+    worker.await??;
+    let offsets = committed(&f.group, &[&noisy_topic, &quiet_topic])?;
+    assert_eq!(
+        offsets,
+        BTreeMap::from([(noisy_topic, NOISY as i64), (quiet_topic, QUIET as i64)])
+    );
+    Ok(())
+}
+
+#[test]
+fn a_custom_section_changes_the_digest_not_the_module() -> Result<()> {
+    let base = std::fs::read(dist("c_envelope"))?;
+    let a = with_custom_section(&base, "millrace-test-client", b"a");
+    let b = with_custom_section(&base, "millrace-test-client", &[7u8; 300]);
+    assert_ne!(sha256(&a), sha256(&b));
+    // The section: id 0, size (LEB128), name length, name, payload.
+    assert_eq!(&a[base.len()..base.len() + 3], &[0, 22, 20]);
+    assert_eq!(b[base.len() + 1..base.len() + 3], [0xc1, 0x02]); // 321 = 0x41 | 0x80, 0x02
+    let runtime = millrace_runtime::Runtime::new(millrace_runtime::EngineConfig::default())?;
+    for module in [&a, &b] {
+        runtime
+            .compile(module)
+            .map(|_| ())
+            .context("the module with a custom section still loads")?;
+    }
+    Ok(())
+}
