@@ -35,6 +35,7 @@ pub(super) struct BindingMetrics {
     duration: prometheus::Histogram,
     fuel: prometheus::Histogram,
     logs_dropped: prometheus::IntCounter,
+    scheduling_delay: prometheus::Histogram,
 }
 
 impl BindingMetrics {
@@ -49,6 +50,7 @@ impl BindingMetrics {
             duration: m.plugin_duration.with_label_values(&[name]),
             fuel: m.plugin_fuel.with_label_values(&[name]),
             logs_dropped: m.plugin_logs_dropped.with_label_values(&[name]),
+            scheduling_delay: m.scheduling_delay.with_label_values(&[name]),
         };
         for kind in millrace_runtime::PluginError::RECORD_KINDS {
             if *kind != "instantiate" {
@@ -143,12 +145,9 @@ impl Lane {
     /// Queues a record under its binding (records of no binding, or of two, under their topic: they are
     /// left unprocessed when their turn comes).
     fn enqueue(&mut self, share: Share) {
-        let table = self.table.snapshot();
-        if self.table.generation() != self.seen_generation {
-            self.routes.clear();
-        }
+        self.follow_table();
         let topic = share.record().topic.clone();
-        match self.route(&table, &topic) {
+        match self.route(&topic) {
             Ok(Some(b)) => {
                 let weight = b.config.weight;
                 self.scheduler.push(&b.name, weight, share)
@@ -157,12 +156,26 @@ impl Lane {
         }
     }
 
-    /// The binding of `topic` in `table`, cached per topic until the table changes.
-    fn route(&mut self, table: &[Arc<Binding>], topic: &Arc<str>) -> Result<Option<Arc<Binding>>, Ambiguous> {
+    /// Catches up with a new binding table: versions that left it lose their instances, topics are routed
+    /// afresh.
+    fn follow_table(&mut self) {
+        let generation = self.table.generation();
+        if generation == self.seen_generation {
+            return;
+        }
+        let table = self.table.snapshot();
+        self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
+        self.scheduler.forget_idle();
+        self.routes.clear();
+        self.seen_generation = generation;
+    }
+
+    /// The binding of `topic`, cached per topic until the table changes.
+    fn route(&mut self, topic: &Arc<str>) -> Result<Option<Arc<Binding>>, Ambiguous> {
         if let Some(r) = self.routes.get(topic) {
             return r.clone();
         }
-        let r = bindings::find(table, topic);
+        let r = bindings::find(&self.table.snapshot(), topic);
         if let Err(e) = &r {
             self.table.report_ambiguous(topic, e);
         }
@@ -178,16 +191,8 @@ impl Lane {
             share.redeliver();
             return Duration::ZERO;
         }
-        let generation = self.table.generation();
-        let table = self.table.snapshot();
-        if generation != self.seen_generation {
-            // Versions that left the table: their instances go.
-            self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
-            self.scheduler.forget_idle();
-            self.routes.clear();
-            self.seen_generation = generation;
-        }
-        let binding = match self.route(&table, &rec.topic) {
+        self.follow_table();
+        let binding = match self.route(&rec.topic) {
             Ok(Some(b)) => b,
             Ok(None) => {
                 // The binding was removed: the record is not processed and its offset is not committed.
@@ -223,10 +228,11 @@ impl Lane {
                 }
             }
         }
-        self.metrics
-            .scheduling_delay
-            .with_label_values(&[name])
-            .observe(rec.taken.elapsed().as_secs_f64());
+        if let Some(slot) = self.instances.get(&binding.id) {
+            slot.metrics
+                .scheduling_delay
+                .observe(rec.taken.elapsed().as_secs_f64());
+        }
         let Some(processed) = self.run_with_capacity(&binding, &rec) else {
             // Stopping while waiting for capacity: delivered again by whoever consumes the partition next.
             share.redeliver();
