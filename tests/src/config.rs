@@ -29,8 +29,15 @@ use crate::{addr, http_url};
 pub enum Value {
     Str(String),
     Int(i64),
+    Float(f64),
     Bool(bool),
     List(Vec<String>),
+}
+
+impl From<f64> for Value {
+    fn from(n: f64) -> Self {
+        Self::Float(n)
+    }
 }
 
 impl From<&str> for Value {
@@ -109,6 +116,7 @@ impl fmt::Display for Value {
         match self {
             Self::Str(s) => f.write_str(&quote(s)),
             Self::Int(n) => write!(f, "{n}"),
+            Self::Float(n) => write!(f, "{n:?}"),
             Self::Bool(b) => write!(f, "{b}"),
             Self::List(items) => {
                 let items: Vec<String> = items.iter().map(|s| quote(s)).collect();

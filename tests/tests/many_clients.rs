@@ -667,6 +667,88 @@ async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Re
     Ok(())
 }
 
+/// A client over its CPU budget is throttled: its partitions pause (counted, with the time) instead of it
+/// keeping a lane busy, and its records are all processed in the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_client_over_its_cpu_budget_is_throttled_and_still_processed() -> Result<()> {
+    const N: u64 = 30;
+    /// Cores: 20 ms of plugin time per second, with a burst of 20 ms.
+    const BUDGET: f64 = 0.02;
+    let f = Fleet::new("budget").await?;
+    let digests = push_modules(
+        &f.repo,
+        &[("hostile".to_string(), std::fs::read(dist("hostile"))?)],
+    )
+    .await?;
+    let topic = format!("{}-greedy", f.uid);
+    create_topics(std::slice::from_ref(&topic), 1).await?;
+    let records: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|id| {
+            (
+                format!("k{id}"),
+                json!({"do": "loop", "rid": id}).to_string().into_bytes(),
+            )
+        })
+        .collect();
+    produce_to(&[(topic.clone(), records)]).await?;
+    let (stop_tx, worker) = f
+        .worker()
+        .binding(
+            Binding::topic(&topic)
+                .name("greedy")
+                .plugin(&format!("{}@{}", f.repo, digests[0]))
+                .measurements(["ok"])
+                .set("cpu_budget", BUDGET)
+                .limits(|l| l.set("fuel", 50_000_000).set("timeout", "5s")),
+        )
+        .start()?;
+    let started = Instant::now();
+    let failed = |text: &str| {
+        metric_sum(
+            text,
+            "millrace_records_processed_total",
+            &["binding=\"greedy\"", "outcome=\"failed\""],
+        )
+    };
+    let text = eventually(Duration::from_secs(180), "all records processed", || async {
+        let text = f.metrics().await;
+        (failed(&text) >= N as f64).then_some(text)
+    })
+    .await;
+    let took = started.elapsed().as_secs_f64();
+    let throttled = metric_sum(
+        &text,
+        "millrace_binding_throttled_seconds_total",
+        &["binding=\"greedy\""],
+    );
+    let pauses = metric_sum(&text, "millrace_pauses_total", &["reason=\"budget\""]);
+    let plugin_seconds = metric_sum(
+        &text,
+        "millrace_plugin_duration_seconds_sum",
+        &["binding=\"greedy\""],
+    );
+    eprintln!(
+        "greedy client: {N} records, {plugin_seconds:.2} s of plugin time in {took:.1} s, throttled {throttled:.2} s, {pauses} pauses"
+    );
+    // The budget bounds the rate from above, so the run cannot be faster than this (a slower machine only
+    // makes it longer): plugin time beyond the burst, at the budget's rate, less one record's worth.
+    let floor = (plugin_seconds - BUDGET - plugin_seconds / N as f64) / BUDGET;
+    assert!(
+        took >= floor * 0.9,
+        "{plugin_seconds:.2} s of plugin time took {took:.1} s: faster than a {BUDGET}-core budget allows ({floor:.1} s)"
+    );
+    assert!(pauses > 0.0, "its partition paused for the budget");
+    assert!(throttled > 0.0, "the throttled time is counted");
+    assert_eq!(
+        failed(&text),
+        N as f64,
+        "every record processed (out of fuel), none lost"
+    );
+    stop_tx.send(()).ok();
+    worker.await??;
+    Ok(())
+}
+
 #[test]
 fn a_custom_section_changes_the_digest_not_the_module() -> Result<()> {
     let base = std::fs::read(dist("c_envelope"))?;

@@ -30,6 +30,8 @@ pub struct Binding {
     /// The manifest digest the reference resolved to.
     pub digest: Arc<str>,
     pub name: Arc<str>,
+    /// The binding's CPU budget, charged by every lane (`cpu_budget`).
+    pub budget: Option<crate::budget::CpuBudget>,
 }
 
 /// The bindings in force. Readers take a snapshot per record; the reloader replaces it whole.
@@ -165,6 +167,8 @@ fn same_config(a: &BindingConfig, b: &BindingConfig) -> bool {
         && a.allowed_measurements == b.allowed_measurements
         && a.limits == b.limits
         && a.smoke == b.smoke
+        && a.weight == b.weight
+        && a.cpu_budget == b.cpu_budget
 }
 
 /// Keeps the table in line with the bindings' source.
@@ -433,6 +437,7 @@ impl Reloader {
             config: b.clone(),
             plugin,
             digest: Arc::from(digest.as_str()),
+            budget: b.cpu_budget.map(crate::budget::CpuBudget::new),
         }))
     }
 }

@@ -2,6 +2,7 @@
 //! the sinks and the observability endpoints. The `millrace` binary is a thin command line over it.
 
 pub mod bindings;
+pub mod budget;
 pub mod config;
 mod error;
 pub mod health;

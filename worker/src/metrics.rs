@@ -23,6 +23,7 @@ pub struct Metrics {
     pub acks_dropped: IntCounterVec,
     pub stage_up: IntGaugeVec,
     pub binding_queued: IntGaugeVec,
+    pub binding_throttled: prometheus::CounterVec,
     pub scheduling_delay: HistogramVec,
     pub resource_waits: IntCounterVec,
     pub instance_evictions: IntCounterVec,
@@ -134,6 +135,17 @@ impl Metrics {
                 "Records of a binding waiting in the lanes for their turn (fair scheduling)",
                 &["binding"],
             )?,
+            binding_throttled: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "millrace_binding_throttled_seconds_total",
+                        "Time a binding's partitions were paused because it spent its CPU budget",
+                    ),
+                    &["binding"],
+                )?;
+                registry.register(Box::new(c.clone()))?;
+                c
+            },
             scheduling_delay: histogram(
                 "millrace_scheduling_delay_seconds",
                 "From taking a record from Kafka to its plugin run starting",
@@ -247,7 +259,7 @@ impl Metrics {
             self.acks_dropped.with_label_values(&[outcome]);
         }
         self.resource_waits.with_label_values(&["instance_slot"]);
-        for reason in ["records", "memory", "binding"] {
+        for reason in ["records", "memory", "binding", "budget"] {
             self.pauses.with_label_values(&[reason]);
         }
         for reason in ["lane_share", "no_capacity"] {

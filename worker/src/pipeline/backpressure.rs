@@ -4,7 +4,9 @@
 //! - **memory**: the records in flight across ALL partitions hold more bytes than the worker's share of its
 //!   memory budget for them: every partition pauses, so memory stays bounded whatever the number of clients;
 //! - **binding**: one binding's records hold more than its share of that budget: only that binding's
-//!   partitions pause, so one client cannot take the whole budget from the others.
+//!   partitions pause, so one client cannot take the whole budget from the others;
+//! - **budget**: the binding spent its CPU budget (`cpu_budget`): its partitions pause (throttled) until its
+//!   credit is back.
 //!
 //! Bytes are counted from the moment a record is taken until every stage dropped it (see `ack.rs`).
 
@@ -32,6 +34,8 @@ pub(super) struct Load {
     pub binding: Option<Arc<str>>,
     pub records: usize,
     pub bytes: usize,
+    /// Its binding spent its CPU budget.
+    pub throttled: bool,
 }
 
 /// Why a partition is paused.
@@ -40,11 +44,12 @@ struct Reasons {
     records: bool,
     memory: bool,
     binding: bool,
+    budget: bool,
 }
 
 impl Reasons {
     fn any(self) -> bool {
-        self.records || self.memory || self.binding
+        self.records || self.memory || self.binding || self.budget
     }
 }
 
@@ -55,8 +60,8 @@ pub(super) struct Decision {
     pub resume: Vec<Key>,
     pub records: usize,
     pub bytes: usize,
-    /// Partitions newly paused, per reason (`records`, `memory`, `binding`).
-    pub paused_for: [(&'static str, usize); 3],
+    /// Partitions newly paused, per reason (`records`, `memory`, `binding`, `budget`).
+    pub paused_for: [(&'static str, usize); 4],
     /// Bytes in flight per binding.
     pub binding_bytes: HashMap<Arc<str>, usize>,
 }
@@ -99,7 +104,7 @@ impl Backpressure {
         let mut d = Decision {
             records,
             bytes,
-            paused_for: [("records", 0), ("memory", 0), ("binding", 0)],
+            paused_for: [("records", 0), ("memory", 0), ("binding", 0), ("budget", 0)],
             binding_bytes,
             ..Decision::default()
         };
@@ -114,11 +119,13 @@ impl Backpressure {
                 },
                 memory: self.memory_over,
                 binding: l.binding.as_ref().is_some_and(|b| self.bindings_over.contains(b)),
+                budget: l.throttled,
             };
             match (before.any(), now.any()) {
                 (false, true) => {
                     d.pause.push(l.key.clone());
-                    for (i, r) in [now.records, now.memory, now.binding].into_iter().enumerate() {
+                    let reasons = [now.records, now.memory, now.binding, now.budget];
+                    for (i, r) in reasons.into_iter().enumerate() {
                         d.paused_for[i].1 += usize::from(r);
                     }
                 }
@@ -153,6 +160,7 @@ mod tests {
             binding: Some(binding.into()),
             records,
             bytes,
+            throttled: false,
         }
     }
 
@@ -200,6 +208,23 @@ mod tests {
             load("idle", "d", 0, 0),
         ];
         assert_eq!(b.decide(&low, LIMITS).resume.len(), 4);
+    }
+
+    #[test]
+    fn a_binding_that_spent_its_cpu_budget_is_throttled_until_it_has_credit() {
+        let mut b = Backpressure::default();
+        let mut spent = load("greedy", "greedy", 1, 10);
+        spent.throttled = true;
+        let d = b.decide(&[spent.clone(), load("other", "other", 1, 10)], LIMITS);
+        assert_eq!(d.pause, vec![("greedy".to_string(), 0)]);
+        assert_eq!(d.paused_for[3], ("budget", 1));
+        assert!(
+            b.decide(&[spent, load("other", "other", 1, 10)], LIMITS)
+                .resume
+                .is_empty()
+        );
+        let credit = load("greedy", "greedy", 1, 10);
+        assert_eq!(b.decide(&[credit], LIMITS).resume.len(), 1);
     }
 
     #[test]

@@ -263,8 +263,9 @@ impl Poll {
                 None => {}
             }
             if budget_left < 0 || last_housekeeping.elapsed() >= Duration::from_millis(50) {
+                let since_last = last_housekeeping.elapsed();
                 last_housekeeping = Instant::now();
-                let (bytes, per_binding) = self.housekeeping(&mut paused);
+                let (bytes, per_binding) = self.housekeeping(&mut paused, since_last);
                 budget_left = self.limits.max_bytes as i64 - bytes as i64;
                 binding_left = per_binding
                     .into_iter()
@@ -349,20 +350,45 @@ impl Poll {
 
     /// Offsets to store, partitions to pause or resume, gauges; returns the bytes in flight, overall and
     /// per binding.
-    fn housekeeping(&self, paused: &mut Backpressure) -> (usize, HashMap<Arc<str>, usize>) {
+    fn housekeeping(
+        &self,
+        paused: &mut Backpressure,
+        since_last: Duration,
+    ) -> (usize, HashMap<Arc<str>, usize>) {
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
         store_offsets(&self.consumer, &all);
         let table = self.table.snapshot();
+        // Bindings that spent their CPU budget are throttled; the time counts.
+        let mut spent: HashMap<&str, bool> = HashMap::new();
+        for b in table.iter() {
+            if let Some(budget) = &b.budget {
+                let is_spent = budget.is_spent();
+                if is_spent {
+                    self.metrics
+                        .binding_throttled
+                        .with_label_values(&[&b.name])
+                        .inc_by(since_last.as_secs_f64());
+                }
+                spent.insert(&b.name, is_spent);
+            }
+        }
         let loads: Vec<Load> = all
             .iter()
-            .map(|t| Load {
-                key: (t.topic.clone(), t.partition),
-                binding: bindings::find(&table, &t.topic)
+            .map(|t| {
+                let binding = bindings::find(&table, &t.topic)
                     .ok()
                     .flatten()
-                    .map(|b| b.name.clone()),
-                records: t.in_flight(),
-                bytes: t.bytes_in_flight(),
+                    .map(|b| b.name.clone());
+                let throttled = binding
+                    .as_ref()
+                    .is_some_and(|b| spent.get(b.as_ref()).copied().unwrap_or(false));
+                Load {
+                    key: (t.topic.clone(), t.partition),
+                    binding,
+                    records: t.in_flight(),
+                    bytes: t.bytes_in_flight(),
+                    throttled,
+                }
             })
             .collect();
         let d = paused.decide(&loads, self.limits);

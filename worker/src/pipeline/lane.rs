@@ -85,6 +85,8 @@ pub(super) struct Lane {
     clock: u64,
     /// Set when the pipeline stops: a record waiting for capacity is left for redelivery.
     stop: Arc<AtomicBool>,
+    /// Bindings with a CPU budget, by name: their records wait in the lane while the budget is spent.
+    budgets: HashMap<Arc<str>, Arc<Binding>>,
     unrouted_no_binding: prometheus::IntCounter,
     unrouted_ambiguous: prometheus::IntCounter,
 }
@@ -110,6 +112,7 @@ impl Lane {
             max_live: max_live.max(1),
             clock: 0,
             stop,
+            budgets: HashMap::new(),
         }
     }
 
@@ -135,9 +138,33 @@ impl Lane {
                     Err(mpsc::TryRecvError::Disconnected) => open = false,
                 }
             }
-            if let Some((binding, share)) = self.scheduler.next() {
-                let cost = self.process(share);
-                self.scheduler.charge(&binding, cost);
+            let budgets = &self.budgets;
+            let held = |name: &str| {
+                budgets
+                    .get(name)
+                    .and_then(|b| b.budget.as_ref())
+                    .is_some_and(|b| b.is_spent())
+            };
+            match self.scheduler.next(held) {
+                Some((binding, share)) => {
+                    let cost = self.process(share);
+                    self.scheduler.charge(&binding, cost);
+                }
+                None if self.stop.load(Ordering::Acquire) => {
+                    // Stopping, and only throttled clients' records wait: they are delivered again later.
+                    for share in self.scheduler.drain_all() {
+                        share.redeliver();
+                    }
+                }
+                None if open => {
+                    // Every client with records waiting spent its CPU budget: wait for records or credit.
+                    match rx.recv_timeout(Duration::from_millis(5)) {
+                        Ok(share) => self.enqueue(share),
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                    }
+                }
+                None => std::thread::sleep(Duration::from_millis(5)),
             }
         }
     }
@@ -150,6 +177,9 @@ impl Lane {
         match self.route(&topic) {
             Ok(Some(b)) => {
                 let weight = b.config.weight;
+                if b.budget.is_some() {
+                    self.budgets.insert(b.name.clone(), b.clone());
+                }
                 self.scheduler.push(&b.name, weight, share)
             }
             Ok(None) | Err(_) => self.scheduler.push(&topic, 1, share),
@@ -167,6 +197,7 @@ impl Lane {
         self.instances.retain(|id, _| table.iter().any(|b| b.id == *id));
         self.scheduler.forget_idle();
         self.routes.clear();
+        self.budgets.clear();
         self.seen_generation = generation;
     }
 
@@ -238,6 +269,9 @@ impl Lane {
             share.redeliver();
             return Duration::ZERO;
         };
+        if let Some(budget) = &binding.budget {
+            budget.charge(processed.elapsed);
+        }
         let Some(slot) = self.instances.get_mut(&binding.id) else {
             // Inserted above: unreachable; the dropped share would dead-letter the record visibly.
             return processed.elapsed;

@@ -76,28 +76,53 @@ impl Scheduler {
         q.queued.inc();
     }
 
-    /// The next record to run and its binding, or `None` when nothing waits.
-    pub(super) fn next(&mut self) -> Option<(Arc<str>, Share)> {
+    /// The next record to run and its binding, or `None` when nothing waits or every binding with records
+    /// waiting is `held` (spent its CPU budget).
+    pub(super) fn next(&mut self, held: impl Fn(&str) -> bool) -> Option<(Arc<str>, Share)> {
+        let mut skipped = 0;
         loop {
+            if skipped >= self.active.len() {
+                return None;
+            }
             let key = self.active.front()?.clone();
             let Some(q) = self.queues.get_mut(&key) else {
                 self.active.pop_front();
                 continue;
             };
+            if q.records.is_empty() {
+                // Nothing left: leaves the round (keeping a debt, dropping unused credit).
+                q.deficit = q.deficit.min(0);
+                self.active.pop_front();
+                continue;
+            }
+            if held(&key) {
+                self.active.rotate_left(1);
+                skipped += 1;
+                continue;
+            }
+            skipped = 0;
             if q.deficit > 0 {
                 if let Some(share) = q.records.pop_front() {
                     q.queued.dec();
                     return Some((key, share));
                 }
-                // Nothing left: leaves the round (keeping a debt, dropping unused credit).
-                q.deficit = q.deficit.min(0);
-                self.active.pop_front();
                 continue;
             }
             // Out of credit: a new turn's credit, at the end of the round.
             q.deficit += self.quantum * i64::from(q.weight);
             self.active.rotate_left(1);
         }
+    }
+
+    /// Takes every record waiting (the lane stops: they are left for redelivery).
+    pub(super) fn drain_all(&mut self) -> Vec<Share> {
+        self.active.clear();
+        let mut all = Vec::new();
+        for q in self.queues.values_mut() {
+            q.queued.sub(q.records.len() as i64);
+            all.extend(q.records.drain(..));
+        }
+        all
     }
 
     /// Charges `binding` for a record that took `cost` to run; a binding whose queue ran dry leaves the round.
@@ -136,7 +161,7 @@ mod tests {
     /// Runs the scheduler to the end with a cost per binding; returns the order bindings were served in.
     fn drain(s: &mut Scheduler, cost: impl Fn(&str) -> Duration) -> Vec<String> {
         let mut order = Vec::new();
-        while let Some((b, share)) = s.next() {
+        while let Some((b, share)) = s.next(|_| false) {
             order.push(b.to_string());
             share.finish();
             s.charge(&b, cost(&b));
@@ -195,6 +220,34 @@ mod tests {
     }
 
     #[test]
+    fn a_held_binding_waits_while_the_others_are_served() {
+        let kept = Arc::new(Kept::default());
+        let (ta, tb) = (PartitionTracker::new("a", 0), PartitionTracker::new("b", 0));
+        let mut s = Scheduler::new(Metrics::new().unwrap());
+        let (a, b): (Arc<str>, Arc<str>) = ("spent".into(), "fine".into());
+        for share in shares(5, &ta, &kept) {
+            s.push(&a, 1, share);
+        }
+        for share in shares(5, &tb, &kept) {
+            s.push(&b, 1, share);
+        }
+        let mut served = Vec::new();
+        while let Some((k, share)) = s.next(|k| k == "spent") {
+            served.push(k.to_string());
+            share.finish();
+            s.charge(&k, Duration::from_millis(1));
+        }
+        assert_eq!(served, vec!["fine"; 5]);
+        assert!(!s.is_empty(), "the held binding's records still wait");
+        let left = s.drain_all();
+        assert_eq!(left.len(), 5);
+        for share in left {
+            share.redeliver();
+        }
+        assert!(s.is_empty());
+    }
+
+    #[test]
     fn records_of_a_binding_keep_their_order() {
         let kept = Arc::new(Kept::default());
         let t = PartitionTracker::new("a", 0);
@@ -204,7 +257,7 @@ mod tests {
             s.push(&a, 1, share);
         }
         let mut offsets = Vec::new();
-        while let Some((b, share)) = s.next() {
+        while let Some((b, share)) = s.next(|_| false) {
             offsets.push(share.record().offset);
             share.finish();
             s.charge(&b, Duration::from_millis(5));

@@ -63,6 +63,11 @@ pub struct BindingSection {
     /// robin), so one client's backlog delays another's records by about one record's deadline at most.
     #[serde(default = "default_weight")]
     weight: u32,
+    /// Plugin CPU this binding may use, in cores (e.g. `0.5`), averaged over about a second across the worker's
+    /// lanes. Above it the binding's partitions pause (throttled, counted in
+    /// `millrace_binding_throttled_seconds_total`) until its credit is back, instead of taking lanes from other
+    /// clients. Unset: no budget; fair scheduling alone shares the lanes.
+    cpu_budget: Option<f64>,
 }
 
 fn default_weight() -> u32 {
@@ -181,6 +186,8 @@ pub struct BindingConfig {
     pub smoke: Vec<String>,
     /// Share of a lane's CPU when clients compete (deficit round robin).
     pub weight: u32,
+    /// Plugin CPU the binding may use, in cores; above it its partitions pause.
+    pub cpu_budget: Option<f64>,
 }
 
 impl BindingConfig {
@@ -214,6 +221,11 @@ impl BindingSection {
         if !(1..=1000).contains(&self.weight) {
             return Err(invalid(&key("weight"), "between 1 and 1000"));
         }
+        if let Some(b) = self.cpu_budget
+            && !(0.01..=256.0).contains(&b)
+        {
+            return Err(invalid(&key("cpu_budget"), "between 0.01 and 256 cores"));
+        }
         let limits = self.limits.limits();
         limits
             .validate(&millrace_runtime::EngineConfig::default())
@@ -227,6 +239,7 @@ impl BindingSection {
             limits,
             smoke: self.smoke,
             weight: self.weight,
+            cpu_budget: self.cpu_budget,
         })
     }
 }
