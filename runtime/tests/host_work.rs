@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+use common::dist;
+
 use std::time::{Duration, Instant};
 
 use millrace_runtime::{
@@ -28,17 +31,6 @@ fn limits() -> Limits {
         timeout: DEADLINE,
         ..Limits::default()
     }
-}
-
-/// A module from `plugins/dist/`, built by `make plugins`.
-fn dist(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the example plugins with `make plugins`",
-            path.display()
-        )
-    })
 }
 
 fn record(value: &str) -> Record<'_> {

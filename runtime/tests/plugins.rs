@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
+mod common;
+use common::dist;
+
 use std::time::Duration;
 
 use millrace_runtime::{
@@ -15,17 +18,6 @@ fn runtime() -> Runtime {
         ..EngineConfig::default()
     })
     .expect("runtime")
-}
-
-/// A module from `plugins/dist/`, built by `make plugins` (which `make test` runs first).
-fn dist(name: &str) -> Vec<u8> {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../plugins/dist/{name}.wasm"));
-    std::fs::read(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; build the example plugins with `make plugins`",
-            path.display()
-        )
-    })
 }
 
 fn record(value: &str) -> Record<'_> {
