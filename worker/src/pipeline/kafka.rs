@@ -207,6 +207,23 @@ struct TopicInfo {
     partitions: HashMap<i32, Arc<PartitionTracker>>,
 }
 
+/// The poll thread's knowledge of `topic`, made once per binding table (matching a topic against every
+/// binding is not free with hundreds of them).
+fn topic_info<'a>(
+    topics: &'a mut HashMap<String, TopicInfo>,
+    table: &BindingTable,
+    topic: &str,
+) -> &'a mut TopicInfo {
+    topics.entry(topic.to_string()).or_insert_with(|| TopicInfo {
+        name: Arc::from(topic),
+        binding: bindings::find(&table.snapshot(), topic)
+            .ok()
+            .flatten()
+            .map(|b| b.name.clone()),
+        partitions: HashMap::new(),
+    })
+}
+
 impl Poll {
     /// The poll thread: takes records, dispatches them to lanes, stores offsets, pauses and resumes; at the
     /// end (stop, or a lane gone) drains what is in flight, commits and leaves the group.
@@ -265,7 +282,7 @@ impl Poll {
             if budget_left < 0 || last_housekeeping.elapsed() >= Duration::from_millis(50) {
                 let since_last = last_housekeeping.elapsed();
                 last_housekeeping = Instant::now();
-                let (bytes, per_binding) = self.housekeeping(&mut paused, since_last);
+                let (bytes, per_binding) = self.housekeeping(&mut paused, &mut topics, since_last);
                 budget_left = self.limits.max_bytes as i64 - bytes as i64;
                 binding_left = per_binding
                     .into_iter()
@@ -304,14 +321,7 @@ impl Poll {
         topics: &mut HashMap<String, TopicInfo>,
     ) -> (Share, Option<Arc<str>>) {
         let topic = msg.topic();
-        let info = topics.entry(topic.to_string()).or_insert_with(|| TopicInfo {
-            name: Arc::from(topic),
-            binding: bindings::find(&self.table.snapshot(), topic)
-                .ok()
-                .flatten()
-                .map(|b| b.name.clone()),
-            partitions: HashMap::new(),
-        });
+        let info = topic_info(topics, &self.table, topic);
         let partition = msg.partition();
         let tracker = match info.partitions.get(&partition) {
             Some(t) if !t.is_revoked() => t.clone(),
@@ -353,6 +363,7 @@ impl Poll {
     fn housekeeping(
         &self,
         paused: &mut Backpressure,
+        topics: &mut HashMap<String, TopicInfo>,
         since_last: Duration,
     ) -> (usize, HashMap<Arc<str>, usize>) {
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
@@ -375,10 +386,7 @@ impl Poll {
         let loads: Vec<Load> = all
             .iter()
             .map(|t| {
-                let binding = bindings::find(&table, &t.topic)
-                    .ok()
-                    .flatten()
-                    .map(|b| b.name.clone());
+                let binding = topic_info(topics, &self.table, &t.topic).binding.clone();
                 let throttled = binding
                     .as_ref()
                     .is_some_and(|b| spent.get(b.as_ref()).copied().unwrap_or(false));
