@@ -119,7 +119,15 @@ fn container_memory_limit() -> Option<u64> {
     .find(|n| *n < 1 << 50)
 }
 
+/// Instance slots kept free of the lanes, for plugin loads and smoke checks.
+pub const LOAD_SLOTS: usize = 8;
+
 impl PipelineConfig {
+    /// Instances each lane keeps live at most: its share of the engine's slots, besides those for loads.
+    pub fn live_instances_per_lane(&self) -> usize {
+        (self.max_instances as usize).saturating_sub(LOAD_SLOTS) / self.lanes.max(1)
+    }
+
     /// Bytes of records in flight across all partitions.
     pub fn max_bytes_in_flight(&self) -> usize {
         (self.memory_budget / 4) as usize
@@ -136,12 +144,12 @@ impl PipelineConfig {
     /// kept for plugin loads.
     pub(super) fn validate(self) -> Result<Self, ConfigError> {
         let lanes = self.lanes.max(1);
-        if (self.max_instances as usize) < lanes + 8 {
+        if (self.max_instances as usize) < lanes + LOAD_SLOTS {
             return Err(invalid(
                 "pipeline.max_instances",
                 format!(
-                    "at least lanes + 8 = {} (8 slots are kept for plugin loads)",
-                    lanes + 8
+                    "at least lanes + {LOAD_SLOTS} = {} ({LOAD_SLOTS} slots are kept for plugin loads)",
+                    lanes + LOAD_SLOTS
                 ),
             ));
         }

@@ -53,9 +53,6 @@ use crate::http::Readiness;
 use crate::metrics::Metrics;
 use crate::sinks;
 
-/// Instance slots kept free of the lanes, for plugin loads and smoke checks.
-const LOAD_SLOTS: usize = 8;
-
 /// How long the stores get, after the lanes stopped, to write the last outputs at shutdown.
 const SINK_GRACE: Duration = Duration::from_secs(10);
 
@@ -116,7 +113,7 @@ pub async fn run(
     // and smoke checks.
     let stop = Arc::new(AtomicBool::new(false));
     let lanes = config.pipeline.lanes.max(1);
-    let max_live = (config.pipeline.max_instances as usize).saturating_sub(LOAD_SLOTS) / lanes;
+    let max_live = config.pipeline.live_instances_per_lane();
     let mut lane_senders = Vec::new();
     let mut lane_threads = Vec::new();
     for i in 0..lanes {
