@@ -63,32 +63,8 @@ python3 scripts/bench/corpus.py seed "$N" >"$OUT/pipeline.ndjson"
 head -n $((N / 4)) "$OUT/pipeline.ndjson" >"$OUT/latency.ndjson"
 DIGEST=$("$VENV_PY" scripts/oras-push.py "$REGISTRY/bench/router:v1" plugins/dist/seed_router.wasm --media-type application/wasm --insecure)
 curl -fsS -XPOST "http://$INFLUX/query" --data-urlencode "q=CREATE DATABASE $RUN" >/dev/null
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-worker_config() { # topic group influx_url es_url metrics_port
-    cat <<TOML
-[kafka]
-brokers = "$KAFKA"
-group_id = "$2"
-session_timeout = "6s"
-[[bindings]]
-topic = "$1"
-plugin = "$REGISTRY/bench/router@$DIGEST"
-allowed_measurements = ["*"]
-allowed_indices = ["*"]
-[sinks.influxdb]
-url = "$3"
-database = "$RUN"
-[sinks.elasticsearch]
-urls = ["$4"]
-[dead_letter]
-topic = "$RUN-dlq"
-[metrics]
-address = "127.0.0.1:$5"
-[registry]
-cache_dir = "$OUT/cache"
-insecure = ["$REGISTRY"]
-TOML
-}
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 run_worker() { # name topic influx es -> prints wait JSON
     local port group; port=$(free_port); group="$RUN-$1"
     worker_config "$2" "$group" "$3" "$4" "$port" >"$OUT/$1.toml"

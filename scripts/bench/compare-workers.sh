@@ -18,7 +18,8 @@ VENV_PY=${MILLRACE_VENV:-.venv}/bin/python
 RUN=cmp$(date +%s)
 python3 scripts/bench/corpus.py seed "$N" >"$OUT/corpus.ndjson"
 DIGEST=$("$VENV_PY" scripts/oras-push.py "$REGISTRY/bench/router:v1" plugins/dist/seed_router.wasm --media-type application/wasm --insecure)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench/lib.sh
+source scripts/bench/lib.sh
 BH_PORT=$(free_port)
 "$BP" blackhole "$BH_PORT" &
 BH=$!
@@ -27,29 +28,7 @@ sleep 0.5
 run() { # label binary round
     local topic="$RUN-$1-$3" port; port=$(free_port)
     "$BP" produce "$KAFKA" "$topic" "$OUT/corpus.ndjson" >/dev/null
-    cat >"$OUT/$1-$3.toml" <<TOML
-[kafka]
-brokers = "$KAFKA"
-group_id = "$topic"
-session_timeout = "6s"
-[[bindings]]
-topic = "$topic"
-plugin = "$REGISTRY/bench/router@$DIGEST"
-allowed_measurements = ["*"]
-allowed_indices = ["*"]
-[sinks.influxdb]
-url = "http://127.0.0.1:$BH_PORT"
-database = "bench"
-[sinks.elasticsearch]
-urls = ["http://127.0.0.1:$BH_PORT"]
-[dead_letter]
-topic = "$RUN-dlq"
-[metrics]
-address = "127.0.0.1:$port"
-[registry]
-cache_dir = "$OUT/cache-$1"
-insecure = ["$REGISTRY"]
-TOML
+    worker_config "$topic" "$topic" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT" "$port" >"$OUT/$1-$3.toml"
     RUST_LOG=warn "$2" worker --config "$OUT/$1-$3.toml" 2>"$OUT/$1-$3.log" &
     local pid=$!
     printf '{"run":"%s","round":%s,"r":%s}\n' "$1" "$3" "$("$BP" wait "$KAFKA" "$topic" "$topic" "$N" "$pid")"
