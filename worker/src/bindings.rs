@@ -305,7 +305,7 @@ impl Reloader {
                 if last_publish.elapsed() >= PUBLISH_EVERY {
                     last_publish = Instant::now();
                     let partial = assemble(&desired, &done, by_name);
-                    this.apply(partial, started, false);
+                    this.apply(partial, started, None);
                 }
             }
         }
@@ -328,7 +328,7 @@ impl Reloader {
             }
         }
         let next = assemble(&desired, &done, &by_name);
-        self.apply(next, started, true);
+        self.apply(next, started, Some(&current));
         if first {
             self.table.set_loaded();
             tracing::info!(
@@ -341,25 +341,31 @@ impl Reloader {
         refusals
     }
 
-    /// Publishes `next` if it differs from the table now; `last` says whether this is the reload's final table.
-    fn apply(&self, next: Vec<Arc<Binding>>, started: Instant, last: bool) {
+    /// Publishes `next` if it differs from the table now. `before` is the table when the reload began: the
+    /// reload's final table (`before` given) is counted as applied when it differs from that, also when the
+    /// changes were already published part by part while other bindings loaded.
+    fn apply(&self, next: Vec<Arc<Binding>>, started: Instant, before: Option<&[Arc<Binding>]>) {
         let current = self.table.snapshot();
-        let changed =
-            next.len() != current.len() || next.iter().zip(current.iter()).any(|(a, b)| a.id != b.id);
-        if !changed {
-            return;
+        let applied = before.is_some_and(|before| differs(&next, before));
+        if differs(&next, &current) {
+            let removed: Vec<&str> = current
+                .iter()
+                .filter(|c| !next.iter().any(|n| n.config.name == c.config.name))
+                .map(|c| c.config.name.as_str())
+                .collect();
+            if !removed.is_empty() {
+                tracing::info!(bindings = ?removed, "bindings removed");
+            }
+            self.publish_info(&current, &next);
+            if before.is_none() {
+                tracing::info!(
+                    ms = started.elapsed().as_millis() as u64,
+                    "bindings applied so far (more are loading)"
+                );
+            }
+            self.table.replace(next);
         }
-        let removed: Vec<&str> = current
-            .iter()
-            .filter(|c| !next.iter().any(|n| n.config.name == c.config.name))
-            .map(|c| c.config.name.as_str())
-            .collect();
-        if !removed.is_empty() {
-            tracing::info!(bindings = ?removed, "bindings removed");
-        }
-        self.publish_info(&current, &next);
-        self.table.replace(next);
-        if last {
+        if applied {
             self.metrics
                 .reloads
                 .with_label_values(&["applied", "changed"])
@@ -368,11 +374,6 @@ impl Reloader {
                 .reload_duration
                 .observe(started.elapsed().as_secs_f64());
             tracing::info!(ms = started.elapsed().as_millis() as u64, "bindings applied");
-        } else {
-            tracing::info!(
-                ms = started.elapsed().as_millis() as u64,
-                "bindings applied so far (more are loading)"
-            );
         }
     }
 
@@ -456,6 +457,11 @@ enum Outcome {
         refusal: Refusal,
         remember: Option<Box<(BindingConfig, String)>>,
     },
+}
+
+/// Whether two tables hold different binding versions.
+fn differs(a: &[Arc<Binding>], b: &[Arc<Binding>]) -> bool {
+    a.len() != b.len() || a.iter().zip(b).any(|(x, y)| x.id != y.id)
 }
 
 /// One binding being prepared, with its place in the desired list.
