@@ -10,9 +10,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Result;
-use millrace_tests::e2e::{committed, create_db, influx_ids, produce, start_worker};
-use millrace_tests::{addr, eventually, free_port, http_url, push_plugin, unique};
-use serde_json::json;
+use millrace_tests::config::{Binding, TestConfig, bindings_file};
+use millrace_tests::e2e::{committed, create_db, influx_ids, metric_record, metrics_text, produce};
+use millrace_tests::{addr, eventually, free_port, push_plugin, unique};
 
 struct Iso {
     uid: String,
@@ -46,69 +46,45 @@ impl Iso {
     /// Replaces the bindings file the way a ConfigMap update does: a new file renamed over the old one.
     /// `bindings`: name, `topic` or `topic_regex`, its value.
     fn write_bindings(&self, bindings: &[(&str, &str, &str)]) {
-        let text: String = bindings
+        let bindings: Vec<Binding> = bindings
             .iter()
             .map(|(name, field, value)| {
-                format!(
-                    "[[bindings]]\nname = \"{name}\"\n{field} = '{value}'\nplugin = \"{}\"\n\
-                     allowed_measurements = [\"env\"]\n",
-                    self.plugin
-                )
+                let b = if *field == "topic_regex" {
+                    Binding::topic_regex(value)
+                } else {
+                    Binding::topic(value)
+                };
+                b.name(name).plugin(&self.plugin).measurements(["env"])
             })
             .collect();
         let tmp = self.dir.path().join("bindings.toml.new");
-        std::fs::write(&tmp, text).unwrap();
+        std::fs::write(&tmp, bindings_file(&bindings)).unwrap();
         std::fs::rename(&tmp, self.bindings_path()).unwrap();
     }
 
+    /// A worker of this test's group reading its bindings from the bindings file, checked every 300 ms.
     fn start(&self) -> millrace_tests::e2e::RunningWorker {
-        let config = format!(
-            r#"
-            bindings_file = "{bindings}"
-            [reload]
-            interval = "300ms"
-            [kafka]
-            brokers = "{kafka}"
-            group_id = "{group}"
-            session_timeout = "6s"
-            [sinks.influxdb]
-            url = "{influx}"
-            database = "{db}"
-            [dead_letter]
-            topic = "dlq-{uid}"
-            [metrics]
-            address = "127.0.0.1:{port}"
-            [registry]
-            cache_dir = "{cache}"
-            insecure = ["{registry}"]
-            [batching]
-            linger = "50ms"
-            "#,
-            bindings = self.bindings_path().display(),
-            kafka = addr("kafka"),
-            group = self.group,
-            influx = http_url("influxdb"),
-            db = self.db,
-            uid = self.uid,
-            port = self.port,
-            cache = self.dir.path().join("cache").display(),
-            registry = addr("registry"),
-        );
-        start_worker(&config).expect("worker config")
+        TestConfig::for_group(&self.group)
+            .bindings_file(&self.bindings_path())
+            .reload_interval("300ms")
+            .influxdb(&self.db)
+            .dead_letter(&format!("dlq-{}", self.uid))
+            .metrics_port(self.port)
+            .registry_cache(&self.dir.path().join("cache"))
+            .batching(|b| b.set("linger", "50ms"))
+            .start()
+            .expect("worker config")
     }
 
     async fn metrics(&self) -> String {
-        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        }
+        metrics_text(self.port).await
     }
 
     async fn wait_metric(&self, line: &str) {
         eventually(Duration::from_secs(60), line, || async {
             self.metrics().await.lines().any(|l| l == line).then_some(())
         })
-        .await;
+        .await
     }
 
     /// Waits until the store holds every id of `ids`; returns all the ids it holds.
@@ -125,17 +101,8 @@ impl Iso {
     }
 }
 
-fn metric(id: u64) -> (String, Vec<u8>) {
-    (
-        format!("k{id}"),
-        json!({"type": "metric", "source": format!("r{id}"), "value": id, "rid": id})
-            .to_string()
-            .into_bytes(),
-    )
-}
-
 fn records(ids: std::ops::Range<u64>) -> Vec<(String, Vec<u8>)> {
-    ids.map(metric).collect()
+    ids.map(metric_record).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
