@@ -40,6 +40,10 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 /// Names, database, port and cache of one test, none shared with another test or an earlier run.
+/// The workers of these tests run one at a time: each test measures what one worker does with the machine's two
+/// cores (fairness, instance slots), which a second worker of the same process would distort.
+static ONE_WORKER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 struct Fleet {
     uid: String,
     /// The test's repository in the stack's registry.
@@ -488,6 +492,7 @@ async fn many_clients(
 /// 256 instance slots, so lanes release idle instances; no record is dead-lettered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_clients_with_their_own_plugins_share_one_worker_without_dead_letters() -> Result<()> {
+    let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
     let figures = many_clients("many", 300, 3, 10, |c| c).await?;
     let evictions: f64 = figures.evictions.values().sum();
     println!(
@@ -505,6 +510,7 @@ async fn three_hundred_clients_with_their_own_plugins_share_one_worker_without_d
 /// every record still lands, by releasing and recreating instances, never by dead-lettering.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_fewest_instance_slots_for_many_bindings_dead_letter_nothing() -> Result<()> {
+    let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
     let figures = many_clients("scarce", 30, 3, 10, |c| {
         c.pipeline(|p| p.set("lanes", 2).set("max_instances", 10))
     })
@@ -522,6 +528,7 @@ async fn the_fewest_instance_slots_for_many_bindings_dead_letter_nothing() -> Re
 /// records are served between the noisy client's, not after its backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Result<()> {
+    let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
     const NOISY: u64 = 2000;
     const QUIET: u64 = 20;
     let f = Fleet::new("noisy").await?;
@@ -601,10 +608,14 @@ async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Re
     let text = f.metrics().await;
     let at_quiet_done = noisy_done(&text);
     let noisy_queued = metric_sum(&text, "millrace_binding_queued_records", &["binding=\"noisy\""]);
+    let noisy_kinds: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("millrace_plugin_errors_total{binding=\"noisy\"") && !l.ends_with(" 0"))
+        .collect();
     println!(
         "noisy records processed: {at_quiet_start} when the quiet client produced, {at_quiet_done} when its \
          {QUIET} points were all in InfluxDB, {:?} after they were produced ({noisy_queued} noisy records \
-         still queued in the lane)",
+         still queued in the lane); noisy errors: {noisy_kinds:?}",
         quiet_sent.elapsed()
     );
     assert_eq!(points, (10_000..10_000 + QUIET).collect::<BTreeSet<u64>>());
@@ -671,6 +682,7 @@ async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Re
 /// keeping a lane busy, and its records are all processed in the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_client_over_its_cpu_budget_is_throttled_and_still_processed() -> Result<()> {
+    let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
     const N: u64 = 30;
     /// Cores: 20 ms of plugin time per second, with a burst of 20 ms.
     const BUDGET: f64 = 0.02;
