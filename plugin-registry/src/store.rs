@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use millrace_runtime::{Plugin, Runtime};
+use millrace_runtime::{Plugin, Runtime, WeakPlugin};
 use oci_client::manifest::OciImageManifest;
 
 use crate::cache::{DiskCache, Lookup, sha256};
@@ -142,8 +142,10 @@ struct Inner {
     runtime: Runtime,
     engine_key: String,
     metrics: RegistryMetrics,
-    /// Loaded plugins by manifest digest.
-    loaded: Mutex<HashMap<String, (Plugin, String)>>,
+    /// Plugins loaded and still held by someone (a binding), by manifest digest: asking again for one gives
+    /// the same compiled plugin. The store itself does not keep a plugin in memory; what nobody holds any
+    /// more comes back from the disk cache.
+    loaded: Mutex<HashMap<String, (WeakPlugin, String)>>,
     /// One lock per manifest digest being fetched or compiled.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -432,7 +434,7 @@ impl PluginStore {
                 .load_compiled(&layer.digest, layer.size.max(0) as usize)
                 .await?
         {
-            lock(&self.inner.loaded).insert(digest.clone(), (plugin.clone(), layer.digest.clone()));
+            self.remember(&digest, &plugin, &layer.digest);
             return Ok(Loaded {
                 plugin,
                 manifest_digest: digest,
@@ -443,7 +445,7 @@ impl PluginStore {
         }
         let fetched = self.fetch_resolved(reference, &digest).await?;
         let plugin = self.compile(&fetched).await?;
-        lock(&self.inner.loaded).insert(digest.clone(), (plugin.clone(), fetched.module_digest.clone()));
+        self.remember(&digest, &plugin, &fetched.module_digest);
         Ok(Loaded {
             plugin,
             manifest_digest: digest,
@@ -453,8 +455,21 @@ impl PluginStore {
         })
     }
 
+    fn remember(&self, manifest_digest: &str, plugin: &Plugin, module_digest: &str) {
+        let mut loaded = lock(&self.inner.loaded);
+        loaded.retain(|_, (p, _)| p.upgrade().is_some());
+        loaded.insert(
+            manifest_digest.to_string(),
+            (plugin.downgrade(), module_digest.to_string()),
+        );
+    }
+
     fn in_memory(&self, manifest_digest: &str, start: Instant) -> Option<Loaded> {
-        let (plugin, module_digest) = lock(&self.inner.loaded).get(manifest_digest).cloned()?;
+        let (plugin, module_digest) = {
+            let loaded = lock(&self.inner.loaded);
+            let (weak, module_digest) = loaded.get(manifest_digest)?;
+            (weak.upgrade()?, module_digest.clone())
+        };
         self.hit("memory");
         Some(Loaded {
             plugin,
@@ -463,11 +478,6 @@ impl PluginStore {
             source: Source::Memory,
             elapsed: start.elapsed(),
         })
-    }
-
-    /// Drops a loaded plugin from memory (its files stay in the disk cache).
-    pub fn forget(&self, manifest_digest: &str) {
-        lock(&self.inner.loaded).remove(manifest_digest);
     }
 
     /// The plugin from its cached compiled artifact alone, if there is a good one.

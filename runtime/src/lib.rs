@@ -34,5 +34,5 @@ pub use error::PluginError;
 pub use instance::{InstanceStats, PluginInstance, Processed, Verdict};
 pub use limits::{EngineConfig, Limits};
 pub use output::{Document, LogLevel, LogLine, LogSource, Output, Point};
-pub use plugin::{ABI_VERSION, Contract, Item, Plugin, PluginInfo};
+pub use plugin::{ABI_VERSION, Contract, Item, Plugin, PluginInfo, WeakPlugin};
 pub use record::{Header, Record};

@@ -160,11 +160,33 @@ impl Plugin {
         self.inner.info.contract
     }
 
+    /// Bytes of the compiled image this plugin keeps mapped (native code, data segments, metadata): what
+    /// holding it in memory costs, besides its instances.
+    pub fn compiled_bytes(&self) -> usize {
+        let r = self.inner.pre.module().image_range();
+        (r.end as usize).saturating_sub(r.start as usize)
+    }
+
+    /// A reference that does not keep the compiled plugin in memory.
+    pub fn downgrade(&self) -> WeakPlugin {
+        WeakPlugin(Arc::downgrade(&self.inner))
+    }
+
     /// An instance slot for one binding with its limits. The wasm instance itself is created lazily on the
     /// first record and recycled per the limits.
     pub fn instance(&self, limits: Limits) -> Result<PluginInstance, PluginError> {
         limits.validate(self.inner.runtime.config())?;
         Ok(PluginInstance::new(self.inner.clone(), limits))
+    }
+}
+
+/// A [`Plugin`] that may have left memory: [`WeakPlugin::upgrade`] gives it back while anything else holds it.
+#[derive(Clone, Debug)]
+pub struct WeakPlugin(std::sync::Weak<PluginInner>);
+
+impl WeakPlugin {
+    pub fn upgrade(&self) -> Option<Plugin> {
+        self.0.upgrade().map(|inner| Plugin { inner })
     }
 }
 

@@ -431,3 +431,73 @@ async fn a_tag_moved_to_a_new_digest_rolls_out_under_the_always_policy() -> Resu
     worker.await??;
     Ok(())
 }
+
+/// A client moving its tag again and again: the first move is followed at once, a second one soon after waits
+/// (`reload.min_version_interval`; counted as deferred) while the running version keeps serving, and another
+/// client's records keep landing with its plugin never unloaded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_tag_moving_again_and_again_is_followed_at_most_once_per_interval() -> Result<()> {
+    let live = Live::new().await?;
+    let tag = format!("{}:stable", live.repo);
+    let v1 = push_plugin(&tag, "seed_router")?;
+    let steady = push_plugin(&format!("{}:steady", live.repo), "seed_router")?;
+    let (mover_topic, steady_topic) = (format!("mover-{}", live.uid), format!("steady-{}", live.uid));
+    live.write_bindings(&[
+        binding("mover", &mover_topic, &tag),
+        binding("steady", &steady_topic, &format!("{}@{steady}", live.repo)),
+    ]);
+    let (tx, worker) = live
+        .config()
+        .set("registry", "pull_policy", "always")
+        .set("reload", "min_version_interval", "1h")
+        .start()?;
+    live.wait_active("mover", &v1).await;
+    // The first move after a quiet period applies at once.
+    let v2 = push_plugin(&tag, "seed_compat")?;
+    live.wait_active("mover", &v2).await;
+    // The next one, right after, waits: the worker sees it (deferred) and keeps running v2.
+    let v3 = push_plugin(&tag, "c_envelope")?;
+    let deferred = "millrace_reloads_total{reason=\"too_frequent\",result=\"deferred\"}";
+    let text = eventually(
+        Duration::from_secs(60),
+        "the second move to be seen and deferred",
+        || async {
+            let text = live.metrics().await;
+            text.lines()
+                .any(|l| l.starts_with(deferred) && !l.ends_with(" 0"))
+                .then_some(text)
+        },
+    )
+    .await;
+    let active = |d: &str| format!("millrace_plugin_info{{binding=\"mover\",digest=\"{d}\"}} 1");
+    assert!(text.contains(&active(&v2)), "v2 keeps running");
+    assert!(
+        !text.contains(&active(&v3)),
+        "v3 is not loaded within the interval"
+    );
+    // The other client is served throughout, its plugin never unloaded.
+    let records: Vec<_> = (0..50).map(metric_record).collect();
+    produce(&steady_topic, &records).await?;
+    let ids = wait_points(
+        &live.db,
+        50,
+        Duration::from_secs(60),
+        "the steady client's points",
+    )
+    .await;
+    assert!((0..50).all(|id| ids.contains(&id)));
+    let text = live.metrics().await;
+    assert!(
+        text.contains("millrace_compiled_plugin_unloads_total 0"),
+        "no plugin unloaded: {:?}",
+        text.lines()
+            .find(|l| l.starts_with("millrace_compiled_plugin_unloads_total"))
+    );
+    assert!(
+        !text.contains(&active(&v3)),
+        "still v2 after the other client's records"
+    );
+    tx.send(()).ok();
+    worker.await??;
+    Ok(())
+}

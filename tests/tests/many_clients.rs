@@ -10,6 +10,8 @@
 //!   dead-lettered as `out_of_fuel` and every quiet record landed.
 //! - A worker with the fewest instance slots it accepts and more bindings than slots: nothing is
 //!   dead-lettered, instances are released and recreated instead.
+//! - A worker whose memory budget holds fewer compiled plugins than it has bindings: the least recently used
+//!   plugins leave memory and come back from the disk cache for their records; nothing is dead-lettered.
 //!
 //! `millrace_resource_waits_total` (a record waiting because the engine itself had no slot free) is reported,
 //! not asserted: the lanes' shares add up to the engine's slots minus those kept for plugin loads, so these
@@ -305,6 +307,8 @@ async fn es_counts_per_topic(pattern: &str) -> Result<BTreeMap<String, u64>> {
 struct Figures {
     evictions: BTreeMap<String, f64>,
     waits: f64,
+    /// The worker's /metrics once every record ran.
+    metrics: String,
 }
 
 /// `clients` clients, each with its own topic of `partitions` partitions, its own digest of the `c_envelope`
@@ -406,7 +410,7 @@ async fn many_clients(
     );
     let dead = metric_sum(&text, "millrace_dead_letters_total", &[]);
     let waits = metric_sum(&text, "millrace_resource_waits_total", &[]);
-    let evictions: BTreeMap<String, f64> = ["lane_share", "no_capacity"]
+    let evictions: BTreeMap<String, f64> = ["lane_share", "memory", "no_capacity"]
         .iter()
         .map(|r| {
             let label = format!("reason=\"{r}\"");
@@ -485,7 +489,11 @@ async fn many_clients(
         landed - loaded,
         started.elapsed()
     );
-    Ok(Figures { evictions, waits })
+    Ok(Figures {
+        evictions,
+        waits,
+        metrics: text,
+    })
 }
 
 /// 300 clients, 3 partitions each, on one worker with the default engine and lanes: more bindings than the
@@ -493,7 +501,12 @@ async fn many_clients(
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_hundred_clients_with_their_own_plugins_share_one_worker_without_dead_letters() -> Result<()> {
     let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
-    let figures = many_clients("many", 300, 3, 10, |c| c).await?;
+    // 2 GiB: the default budget of a worker without a container limit, whatever limit the test machine has
+    // (256 instance slots).
+    let figures = many_clients("many", 300, 3, 10, |c| {
+        c.pipeline(|p| p.set("memory_budget", "2GiB"))
+    })
+    .await?;
     let evictions: f64 = figures.evictions.values().sum();
     println!(
         "300 clients, default engine: {evictions} instances released {:?}, {} waits for a slot",
@@ -521,6 +534,48 @@ async fn the_fewest_instance_slots_for_many_bindings_dead_letter_nothing() -> Re
         figures.evictions, figures.waits
     );
     assert!(evictions > 0.0, "30 bindings on 2 live slots: {figures:?}");
+    Ok(())
+}
+
+/// The smallest memory budget (64 MiB: 16 MiB for compiled plugins) and 160 clients with their own digests
+/// (~131 KiB compiled each, 20 MiB in all): the least recently used plugins leave memory while the others load,
+/// and come back from the disk cache when their records run. Every record lands, nothing is dead-lettered, and
+/// what stays resident fits the budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compiled_plugins_of_idle_clients_leave_memory_and_come_back_for_their_records() -> Result<()> {
+    let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
+    let figures = many_clients("resident", 160, 2, 5, |c| {
+        c.pipeline(|p| p.set("memory_budget", "64MiB"))
+    })
+    .await?;
+    let text = &figures.metrics;
+    let unloads = metric_sum(text, "millrace_compiled_plugin_unloads_total", &[]);
+    let reloaded = metric_sum(
+        text,
+        "millrace_compiled_plugin_reloads_total",
+        &["outcome=\"ok\""],
+    );
+    let failed = metric_sum(
+        text,
+        "millrace_compiled_plugin_reloads_total",
+        &["outcome=\"error\""],
+    );
+    let resident = metric_sum(text, "millrace_compiled_plugins_resident_bytes", &[]);
+    let count = metric_sum(text, "millrace_compiled_plugins_resident", &[]);
+    println!(
+        "160 clients, 64 MiB budget: {unloads} plugins unloaded, {reloaded} loaded again ({failed} failed), \
+         {count} resident in {resident} bytes"
+    );
+    assert!(
+        unloads > 0.0,
+        "20 MiB of plugins in a 16 MiB share: some must leave memory"
+    );
+    assert!(reloaded > 0.0, "records of unloaded plugins load them again");
+    assert_eq!(failed, 0.0, "the disk cache had every plugin");
+    assert!(
+        resident <= (16 << 20) as f64 && count < 160.0,
+        "resident plugins within the budget: {count} in {resident} bytes"
+    );
     Ok(())
 }
 

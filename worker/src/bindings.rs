@@ -19,6 +19,7 @@ use millrace_runtime::{Plugin, Record, Verdict};
 use crate::WorkerError;
 use crate::config::{BindingConfig, load_bindings_file};
 use crate::metrics::Metrics;
+use crate::resident::{Residency, ResidentPlugin};
 
 /// One version of a binding: its configuration and the plugin it runs.
 #[derive(Debug)]
@@ -26,12 +27,16 @@ pub struct Binding {
     /// Unique per version: a lane keeps one plugin instance per id.
     pub id: u64,
     pub config: BindingConfig,
-    pub plugin: Plugin,
+    /// The compiled plugin, which may leave memory while the binding is idle (`resident.rs`).
+    pub plugin: Arc<ResidentPlugin>,
     /// The manifest digest the reference resolved to.
     pub digest: Arc<str>,
     pub name: Arc<str>,
     /// The binding's CPU budget, charged by every lane (`cpu_budget`).
     pub budget: Option<crate::budget::CpuBudget>,
+    /// When this version replaced the previous one because the tag moved (not the configuration): a tag that
+    /// moves again sooner than `reload.min_version_interval` waits.
+    pub moved_at: Option<Instant>,
 }
 
 /// The bindings in force. Readers take a snapshot per record; the reloader replaces it whole.
@@ -175,11 +180,13 @@ fn same_config(a: &BindingConfig, b: &BindingConfig) -> bool {
 #[derive(Debug)]
 pub struct Reloader {
     store: PluginStore,
+    residency: Arc<Residency>,
     table: Arc<BindingTable>,
     metrics: Metrics,
     file: Option<PathBuf>,
     static_bindings: Vec<BindingConfig>,
     last_file: Option<Vec<u8>>,
+    min_version_interval: std::time::Duration,
     /// Versions refused for a reason that a retry cannot fix (verification, compilation, ABI, smoke samples), by
     /// binding: not tried again at every tick, only when the binding's configuration or digest changes, or on
     /// SIGHUP. Failures a retry can fix (registry unreachable) are retried at every tick.
@@ -201,20 +208,24 @@ impl Reloader {
     /// run. Only an unreadable bindings file fails here.
     pub async fn start(
         store: PluginStore,
+        residency: Arc<Residency>,
         metrics: Metrics,
         file: Option<PathBuf>,
         static_bindings: Vec<BindingConfig>,
+        min_version_interval: std::time::Duration,
     ) -> Result<Self, WorkerError> {
         if let Some(path) = &file {
             load_bindings_file(path)?;
         }
         Ok(Self {
             store,
+            residency,
             table: BindingTable::new(Vec::new()),
             metrics,
             file,
             static_bindings,
             last_file: None,
+            min_version_interval,
             refused: HashMap::new(),
         })
     }
@@ -299,7 +310,7 @@ impl Reloader {
                     Box::pin(async move { (i, this.prepare(b, existing, force).await) }) as Prepared<'_>
                 })
                 .collect();
-            let mut prepared = futures::stream::iter(jobs).buffer_unordered(load_concurrency());
+            let mut prepared = futures::stream::iter(jobs).buffer_unordered(load_concurrency(first));
             while let Some((i, outcome)) = prepared.next().await {
                 done[i] = Some(outcome);
                 if last_publish.elapsed() >= PUBLISH_EVERY {
@@ -403,6 +414,22 @@ impl Reloader {
             return Outcome::Keep(existing);
         }
         if !force
+            && let Some(old) = &existing
+            && same_config(&old.config, b)
+            && old
+                .moved_at
+                .is_some_and(|t| t.elapsed() < self.min_version_interval)
+        {
+            // Only the tag moved, again, soon after the last move: the change waits.
+            self.metrics
+                .reloads
+                .with_label_values(&["deferred", "too_frequent"])
+                .inc();
+            tracing::debug!(binding = %b.name, digest = %digest, running = %old.digest,
+                "the tag moved again within reload.min_version_interval; the change waits");
+            return Outcome::Keep(existing);
+        }
+        if !force
             && let Some((config, refused_digest)) = self.refused.get(b.name.as_str())
             && same_config(config, b)
             && *refused_digest == *digest
@@ -436,9 +463,13 @@ impl Reloader {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: Arc::from(b.name.as_str()),
             config: b.clone(),
-            plugin,
+            plugin: self.residency.admit(reference.pinned(&digest), plugin),
             digest: Arc::from(digest.as_str()),
             budget: b.cpu_budget.map(crate::budget::CpuBudget::new),
+            moved_at: existing
+                .as_ref()
+                .filter(|old| same_config(&old.config, b))
+                .map(|_| Instant::now()),
         }))
     }
 }
@@ -467,11 +498,15 @@ fn differs(a: &[Arc<Binding>], b: &[Arc<Binding>]) -> bool {
 /// One binding being prepared, with its place in the desired list.
 type Prepared<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = (usize, Outcome)> + Send + 'a>>;
 
-/// Bindings prepared at a time: pulls and compilations run in parallel, bounded by the cores.
-fn load_concurrency() -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(2, 8)
+/// Bindings prepared at a time (each compilation takes one core): at start as many as cores (2 to 8), so that
+/// every client is served soon; later, for live changes, half of the cores, leaving the others to the lanes.
+fn load_concurrency(first: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    if first {
+        cores.clamp(2, 8)
+    } else {
+        (cores / 2).clamp(1, 4)
+    }
 }
 
 /// How often a reload publishes the bindings it has ready while others still load.

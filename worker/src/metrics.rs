@@ -27,6 +27,10 @@ pub struct Metrics {
     pub scheduling_delay: HistogramVec,
     pub resource_waits: IntCounterVec,
     pub instance_evictions: IntCounterVec,
+    pub plugins_resident: IntGauge,
+    pub plugins_resident_bytes: IntGauge,
+    pub plugin_unloads: prometheus::IntCounter,
+    pub plugin_reloads: IntCounterVec,
     pub sink_items: IntCounterVec,
     pub sink_batch_records: HistogramVec,
     pub sink_write_duration: HistogramVec,
@@ -162,6 +166,23 @@ impl Metrics {
                 "Idle plugin instances released to make room for another binding's, by reason",
                 &["reason"],
             )?,
+            plugins_resident: IntGauge::new(
+                "millrace_compiled_plugins_resident",
+                "Compiled plugins held in memory (the others are loaded again from the disk cache on use)",
+            )?,
+            plugins_resident_bytes: IntGauge::new(
+                "millrace_compiled_plugins_resident_bytes",
+                "Bytes of the compiled plugins held in memory (bounded by a quarter of pipeline.memory_budget)",
+            )?,
+            plugin_unloads: prometheus::IntCounter::new(
+                "millrace_compiled_plugin_unloads_total",
+                "Compiled plugins of idle bindings unloaded to stay within the memory budget (least recently used first)",
+            )?,
+            plugin_reloads: counter(
+                "millrace_compiled_plugin_reloads_total",
+                "Unloaded compiled plugins loaded again for a record, by outcome (ok, error: the record waits and retries)",
+                &["outcome"],
+            )?,
             sink_items: counter(
                 "millrace_sink_items_total",
                 "Outputs written by a sink, by result (ok, rejected)",
@@ -241,6 +262,9 @@ impl Metrics {
         registry.register(Box::new(m.in_flight.clone()))?;
         registry.register(Box::new(m.paused_partitions.clone()))?;
         registry.register(Box::new(m.in_flight_bytes.clone()))?;
+        registry.register(Box::new(m.plugins_resident.clone()))?;
+        registry.register(Box::new(m.plugins_resident_bytes.clone()))?;
+        registry.register(Box::new(m.plugin_unloads.clone()))?;
         registry.register(Box::new(m.assigned_partitions.clone()))?;
         registry.register(Box::new(m.record_latency.clone()))?;
         Ok(m)
@@ -258,11 +282,16 @@ impl Metrics {
         for outcome in ["dead_lettered", "redelivered"] {
             self.acks_dropped.with_label_values(&[outcome]);
         }
-        self.resource_waits.with_label_values(&["instance_slot"]);
+        for resource in ["instance_slot", "plugin_load"] {
+            self.resource_waits.with_label_values(&[resource]);
+        }
+        for outcome in ["ok", "error"] {
+            self.plugin_reloads.with_label_values(&[outcome]);
+        }
         for reason in ["records", "memory", "binding", "budget"] {
             self.pauses.with_label_values(&[reason]);
         }
-        for reason in ["lane_share", "no_capacity"] {
+        for reason in ["lane_share", "memory", "no_capacity"] {
             self.instance_evictions.with_label_values(&[reason]);
         }
         for stage in ["poll", "lane"] {

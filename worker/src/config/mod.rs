@@ -103,6 +103,8 @@ pub struct WorkerConfig {
     pub bindings_file: Option<PathBuf>,
     /// How often the bindings file is checked and tags are re-resolved.
     pub reload_interval: Duration,
+    /// Shortest time between two versions of one binding when only its tag moved.
+    pub min_version_interval: Duration,
 }
 
 // ------------------------------------------------------------------------------------------ errors
@@ -236,6 +238,7 @@ impl WorkerConfig {
             pipeline,
             bindings_file: file.bindings_file,
             reload_interval: file.reload.interval,
+            min_version_interval: file.reload.min_version_interval,
         })
     }
 

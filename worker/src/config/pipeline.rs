@@ -83,11 +83,16 @@ pub struct PipelineConfig {
     /// Plugin instance slots of the engine, shared by all bindings: each lane keeps at most its share live
     /// (8 are kept for plugin loads) and releases the least recently used idle instance when a binding needs
     /// one, so any number of bindings fits; a record waits for a slot rather than failing.
-    pub max_instances: u32,
-    /// Memory the worker may use. A quarter of it bounds the bytes of records in flight across all partitions
-    /// (above it every partition pauses until half of that is free), and one binding's records may hold a
-    /// quarter of that share (above it that binding's partitions pause), so one client cannot take the budget
-    /// from the others. Set it to the container's memory limit, or a bit below.
+    #[schemars(extend("x-default" = "a quarter of memory_budget / 2MiB, between lanes + 8 and 1024"))]
+    pub max_instances: Option<u32>,
+    /// Memory the worker may use, in four quarters. (1) Records in flight across all partitions: above it
+    /// every partition pauses until half of that is free, and one binding's records may hold a quarter of that
+    /// share (above it that binding's partitions pause), so one client cannot take the budget from the others.
+    /// (2) Compiled plugins: above it those of the least recently used bindings are unloaded, and come back
+    /// from the disk cache when their binding has a record. (3) Live plugin instances: the default
+    /// `max_instances`, and the memory of each lane's live instances (above its share, idle instances are
+    /// released). (4) The rest: sink batches, librdkafka's buffers, the heap.
+    /// Set it to the container's memory limit, or a bit below.
     #[serde(with = "crate::units::size")]
     #[schemars(schema_with = "crate::units::size::schema")]
     #[schemars(extend("x-default" = "the container's memory limit (cgroup), else 2GiB"))]
@@ -100,7 +105,7 @@ impl Default for PipelineConfig {
             lanes: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_in_flight_per_partition: 10_000,
             drain_timeout: Duration::from_secs(30),
-            max_instances: 256,
+            max_instances: None,
             memory_budget: container_memory_limit().unwrap_or(2 << 30),
         }
     }
@@ -122,10 +127,31 @@ fn container_memory_limit() -> Option<u64> {
 /// Instance slots kept free of the lanes, for plugin loads and smoke checks.
 pub const LOAD_SLOTS: usize = 8;
 
+/// Memory one instance slot stands for when `max_instances` is derived from the budget.
+const BYTES_PER_SLOT: u64 = 2 << 20;
+
 impl PipelineConfig {
+    /// The engine's instance slots: `max_instances`, or derived from the memory budget.
+    pub fn instance_slots(&self) -> u32 {
+        self.max_instances.unwrap_or_else(|| {
+            let floor = (self.lanes.max(1) + LOAD_SLOTS) as u64;
+            (self.memory_budget / 4 / BYTES_PER_SLOT).clamp(floor, 1024.max(floor)) as u32
+        })
+    }
+
     /// Instances each lane keeps live at most: its share of the engine's slots, besides those for loads.
     pub fn live_instances_per_lane(&self) -> usize {
-        (self.max_instances as usize).saturating_sub(LOAD_SLOTS) / self.lanes.max(1)
+        (self.instance_slots() as usize).saturating_sub(LOAD_SLOTS) / self.lanes.max(1)
+    }
+
+    /// Bytes of linear memory each lane's live instances may hold before idle ones are released.
+    pub fn instance_memory_per_lane(&self) -> usize {
+        (self.memory_budget / 4) as usize / self.lanes.max(1)
+    }
+
+    /// Bytes of compiled plugins kept in memory.
+    pub fn compiled_plugins_budget(&self) -> u64 {
+        self.memory_budget / 4
     }
 
     /// Bytes of records in flight across all partitions.
@@ -144,7 +170,9 @@ impl PipelineConfig {
     /// kept for plugin loads.
     pub(super) fn validate(self) -> Result<Self, ConfigError> {
         let lanes = self.lanes.max(1);
-        if (self.max_instances as usize) < lanes + LOAD_SLOTS {
+        if let Some(n) = self.max_instances
+            && (n as usize) < lanes + LOAD_SLOTS
+        {
             return Err(invalid(
                 "pipeline.max_instances",
                 format!(

@@ -83,7 +83,12 @@ fn every_default_is_the_documented_one() {
     let p = &c.pipeline;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     assert_eq!((p.lanes, p.max_in_flight_per_partition), (cores, 10_000));
-    assert_eq!((p.drain_timeout, p.max_instances), (Duration::from_secs(30), 256));
+    assert_eq!(
+        (p.drain_timeout, p.max_instances),
+        (Duration::from_secs(30), None)
+    );
+    let derived = (p.memory_budget / 4 / (2 << 20)).clamp(cores as u64 + 8, 1024) as u32;
+    assert_eq!(p.instance_slots(), derived, "slots from the memory budget");
     let i = c.influxdb.as_ref().unwrap();
     assert!(i.gzip && i.timeout == Duration::from_secs(30) && i.password.is_none());
     assert!(i.retention_policy.is_none() && i.username.is_none() && i.ca_file.is_none());

@@ -2,8 +2,11 @@
 //! wait in the lane per binding and are served fairly (`scheduler.rs`). A lane keeps a plugin instance per
 //! binding version it has seen (dropped when that version leaves the binding table), but only its share of
 //! the engine's instance slots live at once: the least recently used idle instance is released when a binding
-//! needs one (instances come back in microseconds from the pool). A record never fails because the host ran
-//! short of slots: it waits, counted, with its offset held. The lane counts per-binding metrics, forwards
+//! needs one, or when the memory of its live instances passes its share of the budget (instances come back in
+//! microseconds from the pool). A binding whose compiled plugin was unloaded (`resident.rs`) loses its
+//! instances here too, and its plugin is loaded again from the disk cache for its next record. A record never
+//! fails because the host ran short of slots or could not load its plugin again: it waits, counted, with its
+//! offset held. The lane counts per-binding metrics, forwards
 //! plugin log lines to `tracing`, and hands accepted outputs to the router; rejected and failed records go to
 //! the dead-letter topic with their kind. A record whose topic belongs to no binding (removed), or to
 //! two (ambiguous), is not processed and its offset is not committed.
@@ -22,6 +25,7 @@ use super::scheduler::Scheduler;
 use crate::bindings::{self, Ambiguous, Binding, BindingTable};
 use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
+use crate::resident::{Residency, ResidentPlugin};
 
 /// Metric handles of one binding, resolved once (label lookups are not free on the per-record path).
 #[derive(Debug)]
@@ -61,9 +65,20 @@ impl BindingMetrics {
     }
 }
 
+/// What a lane may hold live.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Capacity {
+    /// Live instances: the lane's share of the engine's slots.
+    pub max_live: usize,
+    /// Bytes of linear memory of its live instances: the lane's share of the memory budget.
+    pub memory: usize,
+}
+
 /// A binding version's instance in a lane, with when it was last used (least recently used goes first).
 struct Slot {
     instance: PluginInstance,
+    /// The compiled plugin the instance runs: when it is unloaded, the slot goes too.
+    resident: Arc<ResidentPlugin>,
     metrics: BindingMetrics,
     last_used: u64,
 }
@@ -79,8 +94,11 @@ pub(super) struct Lane {
     router: Router,
     metrics: Metrics,
     scheduler: Scheduler,
-    /// Most instances this lane keeps live: its share of the engine's slots.
-    max_live: usize,
+    /// Most instances (and their memory) this lane keeps live.
+    capacity: Capacity,
+    residency: Arc<Residency>,
+    /// The residency generation the instances were last checked against.
+    seen_residency: u64,
     /// Use counter for least-recently-used eviction.
     clock: u64,
     /// Set when the pipeline stops: a record waiting for capacity is left for redelivery.
@@ -96,7 +114,8 @@ impl Lane {
         table: Arc<BindingTable>,
         router: Router,
         metrics: Metrics,
-        max_live: usize,
+        capacity: Capacity,
+        residency: Arc<Residency>,
         stop: Arc<AtomicBool>,
     ) -> Self {
         Self {
@@ -109,7 +128,12 @@ impl Lane {
             unrouted_no_binding: metrics.records_unrouted.with_label_values(&["no_binding"]),
             unrouted_ambiguous: metrics.records_unrouted.with_label_values(&["ambiguous_binding"]),
             metrics,
-            max_live: max_live.max(1),
+            capacity: Capacity {
+                max_live: capacity.max_live.max(1),
+                ..capacity
+            },
+            residency,
+            seen_residency: 0,
             clock: 0,
             stop,
             budgets: HashMap::new(),
@@ -240,14 +264,21 @@ impl Lane {
         };
         let _ = rec.plugin.set((binding.name.clone(), binding.digest.clone()));
         let name = binding.config.name.as_str();
+        self.follow_residency();
         if !self.instances.contains_key(&binding.id) {
-            match binding.plugin.instance(binding.config.limits.clone()) {
+            let Some(plugin) = self.load_plugin(&binding, &rec) else {
+                // Stopping while the plugin could not be loaded: delivered again later.
+                share.redeliver();
+                return Duration::ZERO;
+            };
+            match plugin.instance(binding.config.limits.clone()) {
                 Ok(instance) => {
                     let metrics = BindingMetrics::new(&self.metrics, name, &binding.digest);
                     self.instances.insert(
                         binding.id,
                         Slot {
                             instance,
+                            resident: binding.plugin.clone(),
                             metrics,
                             last_used: 0,
                         },
@@ -308,6 +339,40 @@ impl Lane {
         elapsed
     }
 
+    /// Drops the instances of plugins that were unloaded since the last look, so that their memory goes.
+    fn follow_residency(&mut self) {
+        let generation = self.residency.generation();
+        if generation != self.seen_residency {
+            self.instances.retain(|_, s| s.resident.is_resident());
+            self.seen_residency = generation;
+        }
+    }
+
+    /// The binding's compiled plugin, loaded again if it was unloaded. A load that fails (the disk cache lost
+    /// it and the registry is unreachable) is the host's shortage, not the record's: the record waits, counted,
+    /// and the load is tried again with backoff; `None` if the pipeline stops or the partition moves meanwhile.
+    fn load_plugin(&self, binding: &Binding, rec: &InFlight) -> Option<millrace_runtime::Plugin> {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match binding.plugin.get() {
+                Ok(p) => return Some(p),
+                Err(e) => {
+                    self.metrics
+                        .resource_waits
+                        .with_label_values(&["plugin_load"])
+                        .inc();
+                    tracing::warn!(binding = %binding.name, plugin = %binding.plugin.reference(), error = %e,
+                        ?delay, "the binding's plugin could not be loaded again; its record waits");
+                }
+            }
+            if self.stop.load(Ordering::Acquire) || rec.tracker().is_revoked() {
+                return None;
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Runs the record on the binding's instance, making room first when this lane holds its share of live
     /// instances. When the engine has no slot anyway (other lanes, a plugin load), the record waits: idle
     /// instances are released and the run is tried again with backoff, counted; `None` if the pipeline stops
@@ -318,9 +383,10 @@ impl Lane {
         let now = self.clock;
         if !self.instances.get(&id).is_some_and(|s| s.instance.is_live()) {
             let live = self.instances.values().filter(|s| s.instance.is_live()).count();
-            if live >= self.max_live {
-                self.release_idle(id, live + 1 - self.max_live, "lane_share");
+            if live >= self.capacity.max_live {
+                self.release_idle(id, live + 1 - self.capacity.max_live, "lane_share");
             }
+            self.release_over_memory(id);
         }
         if let Some(slot) = self.instances.get(&id) {
             slot.metrics.records_in.inc();
@@ -354,6 +420,29 @@ impl Lane {
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
+        }
+    }
+
+    /// Releases idle instances, least recently used first, while the live instances' memory passes the lane's
+    /// share of the budget.
+    fn release_over_memory(&mut self, keep: u64) {
+        let mut used: usize = self.instances.values().map(|s| s.instance.memory_bytes()).sum();
+        while used > self.capacity.memory {
+            let lru = self
+                .instances
+                .iter()
+                .filter(|(id, s)| **id != keep && s.instance.is_live())
+                .min_by_key(|(_, s)| s.last_used)
+                .map(|(id, _)| *id);
+            let Some(slot) = lru.and_then(|id| self.instances.get_mut(&id)) else {
+                break;
+            };
+            used -= slot.instance.memory_bytes();
+            slot.instance.release();
+            self.metrics
+                .instance_evictions
+                .with_label_values(&["memory"])
+                .inc();
         }
     }
 

@@ -51,6 +51,7 @@ use crate::config::WorkerConfig;
 use crate::health::Health;
 use crate::http::Readiness;
 use crate::metrics::Metrics;
+use crate::resident::Residency;
 use crate::sinks;
 
 /// How long the stores get, after the lanes stopped, to write the last outputs at shutdown.
@@ -65,8 +66,10 @@ pub async fn run(
 ) -> Result<(), WorkerError> {
     let metrics = Metrics::new()?;
     let registry_metrics = RegistryMetrics::new(&metrics.registry)?;
+    // Slots from the memory budget; one core per compilation (loads run a few at a time, beside the lanes).
     let runtime = Runtime::new(EngineConfig {
-        max_instances: config.pipeline.max_instances,
+        max_instances: config.pipeline.instance_slots(),
+        parallel_compilation: false,
         ..EngineConfig::default()
     })?;
     let store = PluginStore::new(config.registry.clone(), runtime, registry_metrics).map_err(|error| {
@@ -75,11 +78,19 @@ pub async fn run(
             error: Box::new(error),
         }
     })?;
+    let residency = Residency::new(
+        config.pipeline.compiled_plugins_budget(),
+        store.clone(),
+        tokio::runtime::Handle::current(),
+        metrics.clone(),
+    );
     let mut reloader = Reloader::start(
         store,
+        residency.clone(),
         metrics.clone(),
         config.bindings_file.clone(),
         config.bindings.clone(),
+        config.min_version_interval,
     )
     .await?;
     let table = reloader.table();
@@ -122,7 +133,11 @@ pub async fn run(
             table.clone(),
             router.clone(),
             metrics.clone(),
-            max_live,
+            lane::Capacity {
+                max_live,
+                memory: config.pipeline.instance_memory_per_lane(),
+            },
+            residency.clone(),
             stop.clone(),
         );
         lane_threads.push(supervisor.spawn("lane", format!("millrace-lane-{i}"), move || lane.run(rx))?);

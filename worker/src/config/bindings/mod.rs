@@ -153,12 +153,21 @@ pub struct ReloadSection {
     #[serde(with = "crate::units::duration")]
     #[schemars(schema_with = "crate::units::duration::schema")]
     pub(super) interval: Duration,
+    /// Shortest time between two tag moves of one binding: a tag that moves again sooner than this after the
+    /// last move it was followed to waits (the running version keeps serving; counted in
+    /// `millrace_reloads_total{result="deferred"}`), so a client moving its tag every few seconds cannot keep
+    /// the cores compiling. The first move after a quiet period, a change of the binding's configuration, and
+    /// `SIGHUP` apply at once.
+    #[serde(with = "crate::units::duration")]
+    #[schemars(schema_with = "crate::units::duration::schema")]
+    pub(super) min_version_interval: Duration,
 }
 
 impl Default for ReloadSection {
     fn default() -> Self {
         Self {
             interval: Duration::from_secs(2),
+            min_version_interval: Duration::from_secs(30),
         }
     }
 }

@@ -28,6 +28,7 @@ pub(super) fn inspect(args: InspectArgs) -> Result<ExitCode> {
             "plugin": args.plugin,
             "manifest_digest": manifest,
             "size": info.size,
+            "compiled_bytes": plugin.compiled_bytes(),
             "digest": info.digest,
             "contract": match info.contract { millrace_runtime::Contract::V1 => "v1", millrace_runtime::Contract::Seed => "seed" },
             "abi_version": info.abi_version,
@@ -43,6 +44,10 @@ pub(super) fn inspect(args: InspectArgs) -> Result<ExitCode> {
         println!("manifest  {m}");
     }
     println!("module    {}", info.digest);
+    println!(
+        "compiled  {} KiB in memory while loaded",
+        plugin.compiled_bytes() / 1024
+    );
     match info.abi_version {
         Some(v) => println!("contract  {} (version {v})", info.contract),
         None => println!("contract  {}", info.contract),
