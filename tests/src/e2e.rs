@@ -334,6 +334,20 @@ pub async fn metric_value(port: u16, line_start: &str) -> Option<f64> {
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
+/// The sum of the samples of metric `name` whose labels contain every one of `labels` (`key="value"`).
+pub fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum::<f64>()
+        + 0.0 // an empty sum is -0
+}
+
 /// The HTTP status of `path` (`/readyz`, `/healthz`) of a worker's metrics server; 0 when it does not answer.
 pub async fn probe(port: u16, path: &str) -> u16 {
     reqwest::get(format!("http://127.0.0.1:{port}{path}"))

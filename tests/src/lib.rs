@@ -1,11 +1,13 @@
 //! Helpers shared by the end-to-end tests: where the stack's servers listen, unique names so that tests
 //! sharing one server never collide, the paths of the project's tools, waits tied to conditions
-//! ([`eventually`]), worker configurations ([`config`]) and what landed in the stores ([`e2e`]).
+//! ([`eventually`]), worker configurations ([`config`]), what landed in the stores ([`e2e`]), and the plugins,
+//! topics and records of many clients at once ([`clients`]).
 //!
 //! The servers are started by `make stack-up` (or `make test`, which starts and stops them). A test finds a
 //! server's address in `MILLRACE_STACK_<NAME>` or else in the stack's state dir (`.stack/<name>.addr`), and
 //! fails with a message saying how to start the stack when the server is not there.
 
+pub mod clients;
 pub mod config;
 pub mod e2e;
 pub mod tls;

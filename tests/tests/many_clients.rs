@@ -18,9 +18,8 @@
 //! runs release instances (`millrace_instance_evictions_total`) and are not expected to wait.
 //!
 //! Every client gets its own digest by appending a WebAssembly custom section with a unique payload to the
-//! same example module (the module stays valid; its bytes, hence its digests, differ). The modules are pushed
-//! in-process with oci-client, as a wasm OCI artifact (the layout `millrace plugin push` writes): hundreds of
-//! ORAS SDK processes would take minutes.
+//! same example module, pushed in-process ([`millrace_tests::clients`], shared with the many-clients
+//! benchmark `tests/examples/bench_many.rs`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -28,17 +27,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use futures::{StreamExt, TryStreamExt};
+use millrace_tests::clients::{Batch, create_topics, produce_to, push_modules, with_custom_section};
 use millrace_tests::config::{Binding, TestConfig};
 use millrace_tests::e2e::{
-    committed, create_db, dead_letters, es_hits, influx_query, metric_record, metrics_text, wait_points,
+    committed, create_db, dead_letters, es_hits, influx_query, metric_record, metric_sum, metrics_text,
+    wait_points,
 };
 use millrace_tests::{addr, dist, eventually, free_port, unique};
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 /// Names, database, port and cache of one test, none shared with another test or an earlier run.
@@ -89,145 +86,8 @@ impl Fleet {
     }
 }
 
-/// Appends a custom section (id 0) named `name` holding `payload`: the module means the same, its bytes differ.
-fn with_custom_section(module: &[u8], name: &str, payload: &[u8]) -> Vec<u8> {
-    fn leb128(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
-    }
-    let mut body = Vec::new();
-    leb128(name.len(), &mut body);
-    body.extend_from_slice(name.as_bytes());
-    body.extend_from_slice(payload);
-    let mut out = module.to_vec();
-    out.push(0);
-    leb128(body.len(), &mut out);
-    out.extend_from_slice(&body);
-    out
-}
-
 fn sha256(bytes: &[u8]) -> String {
     millrace_plugin_registry::sha256(bytes)
-}
-
-/// Pushes each module as a wasm OCI artifact to `<repo>:<tag>` (a few at a time); returns the manifest digests.
-async fn push_modules(repo: &str, modules: &[(String, Vec<u8>)]) -> Result<Vec<String>> {
-    use oci_client::client::{ClientConfig, ClientProtocol};
-    use oci_client::secrets::RegistryAuth;
-    use oci_client::{Client, Reference};
-
-    let client = Client::new(ClientConfig {
-        protocol: ClientProtocol::Http,
-        ..Default::default()
-    });
-    client
-        .store_auth_if_needed(&addr("registry"), &RegistryAuth::Anonymous)
-        .await;
-    let config = json!({"architecture": "wasm", "os": "wasip1"})
-        .to_string()
-        .into_bytes();
-    let config_digest = sha256(&config);
-    let first: Reference = format!("{repo}:config").parse()?;
-    client.push_blob(&first, config.clone(), &config_digest).await?;
-    futures::stream::iter(modules)
-        .map(|(tag, wasm)| {
-            let (client, config_len, config_digest) = (&client, config.len(), &config_digest);
-            async move {
-                let reference: Reference = format!("{repo}:{tag}").parse()?;
-                let layer_digest = sha256(wasm);
-                client
-                    .push_blob(&reference, wasm.clone(), &layer_digest)
-                    .await?;
-                let manifest = json!({
-                    "schemaVersion": 2,
-                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                    "artifactType": "application/vnd.wasm.config.v0+json",
-                    "config": {"mediaType": "application/vnd.wasm.config.v0+json", "digest": config_digest, "size": config_len},
-                    "layers": [{
-                        "mediaType": "application/wasm",
-                        "digest": layer_digest,
-                        "size": wasm.len(),
-                        "annotations": {"org.opencontainers.image.title": format!("{tag}.wasm")},
-                    }],
-                })
-                .to_string()
-                .into_bytes();
-                let digest = sha256(&manifest);
-                client
-                    .push_manifest_raw(
-                        &reference,
-                        manifest,
-                        reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json"),
-                    )
-                    .await?;
-                anyhow::Ok(digest)
-            }
-        })
-        .buffered(8)
-        .try_collect()
-        .await
-}
-
-/// Creates the topics with `partitions` partitions each (the broker's own default is 4).
-async fn create_topics(topics: &[String], partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", addr("kafka"))
-        .create()?;
-    let new: Vec<NewTopic> = topics
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    for chunk in new.chunks(100) {
-        let results = admin
-            .create_topics(
-                chunk,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
-            )
-            .await?;
-        for r in results {
-            r.map_err(|(topic, e)| anyhow::anyhow!("creating topic {topic}: {e}"))?;
-        }
-    }
-    Ok(())
-}
-
-/// Records (key, value) to produce to a topic.
-type Batch = (String, Vec<(String, Vec<u8>)>);
-
-/// Produces records to several topics with one producer; records of a topic get distinct timestamps.
-async fn produce_to(batches: &[Batch]) -> Result<()> {
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", addr("kafka"))
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .create()?;
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
-    let sends = batches.iter().flat_map(|(topic, records)| {
-        let producer = &producer;
-        records.iter().enumerate().map(move |(i, (key, value))| {
-            producer.send(
-                FutureRecord::to(topic)
-                    .timestamp(base + i as i64)
-                    .key(key.as_bytes())
-                    .payload(value.as_slice()),
-                Duration::from_secs(60),
-            )
-        })
-    });
-    for r in futures::future::join_all(sends).await {
-        r.map_err(|(e, _)| e)?;
-    }
-    Ok(())
 }
 
 /// Records written to a topic so far (the sum of its partitions' high watermarks); 0 while it does not exist.
@@ -248,20 +108,6 @@ fn topic_size(topic: &str) -> Result<i64> {
         }
     }
     Ok(size)
-}
-
-/// The sum of the samples of metric `name` whose labels contain every one of `labels` (`key="value"`).
-fn metric_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
-            (metric == name && labels.iter().all(|want| rest.contains(want)))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum::<f64>()
-        + 0.0 // an empty sum is -0
 }
 
 /// Whether the worker's /metrics has a sample of `name` for this binding.
@@ -344,7 +190,7 @@ async fn many_clients(
     let pushed = started.elapsed();
 
     let topics: Vec<String> = (0..clients).map(|i| format!("{}-c{i:03}", f.uid)).collect();
-    create_topics(&topics, partitions).await?;
+    create_topics(&addr("kafka"), &topics, partitions).await?;
     let batches: Vec<Batch> = topics
         .iter()
         .enumerate()
@@ -361,7 +207,7 @@ async fn many_clients(
             (topic.clone(), recs)
         })
         .collect();
-    produce_to(&batches).await?;
+    produce_to(&addr("kafka"), &batches).await?;
     let produced = started.elapsed();
 
     let mut config = tune(f.worker());
@@ -593,7 +439,7 @@ async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Re
     ];
     let digests = push_modules(&f.repo, &modules).await?;
     let (noisy_topic, quiet_topic) = (format!("{}-noisy", f.uid), format!("{}-quiet", f.uid));
-    create_topics(&[noisy_topic.clone(), quiet_topic.clone()], 3).await?;
+    create_topics(&addr("kafka"), &[noisy_topic.clone(), quiet_topic.clone()], 3).await?;
     let noisy_records: Vec<(String, Vec<u8>)> = (0..NOISY)
         .map(|id| {
             (
@@ -602,7 +448,7 @@ async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Re
             )
         })
         .collect();
-    produce_to(&[(noisy_topic.clone(), noisy_records)]).await?;
+    produce_to(&addr("kafka"), &[(noisy_topic.clone(), noisy_records)]).await?;
 
     let config = f
         .worker()
@@ -648,7 +494,7 @@ async fn a_noisy_neighbour_does_not_hold_back_a_quiet_client_on_one_lane() -> Re
     .await;
     let at_quiet_start = noisy_done(&f.metrics().await);
     let quiet: Vec<(String, Vec<u8>)> = (0..QUIET).map(|i| metric_record(10_000 + i)).collect();
-    produce_to(&[(quiet_topic.clone(), quiet)]).await?;
+    produce_to(&addr("kafka"), &[(quiet_topic.clone(), quiet)]).await?;
     let quiet_sent = Instant::now();
 
     let points = wait_points(
@@ -748,7 +594,7 @@ async fn a_client_over_its_cpu_budget_is_throttled_and_still_processed() -> Resu
     )
     .await?;
     let topic = format!("{}-greedy", f.uid);
-    create_topics(std::slice::from_ref(&topic), 1).await?;
+    create_topics(&addr("kafka"), std::slice::from_ref(&topic), 1).await?;
     let records: Vec<(String, Vec<u8>)> = (0..N)
         .map(|id| {
             (
@@ -757,7 +603,7 @@ async fn a_client_over_its_cpu_budget_is_throttled_and_still_processed() -> Resu
             )
         })
         .collect();
-    produce_to(&[(topic.clone(), records)]).await?;
+    produce_to(&addr("kafka"), &[(topic.clone(), records)]).await?;
     let (stop_tx, worker) = f
         .worker()
         .binding(

@@ -174,6 +174,7 @@ fn same_config(a: &BindingConfig, b: &BindingConfig) -> bool {
         && a.smoke == b.smoke
         && a.weight == b.weight
         && a.cpu_budget == b.cpu_budget
+        && a.point_timestamps == b.point_timestamps
 }
 
 /// Keeps the table in line with the bindings' source.

@@ -31,7 +31,8 @@ impl Output {
         self.emitted
     }
 
-    /// An InfluxDB point. Without a timestamp, the record's timestamp is used.
+    /// An InfluxDB point. Without a timestamp, the worker uses the record's millisecond plus nanoseconds unique
+    /// per partition, offset and point (records sharing a millisecond never overwrite each other).
     pub fn point(&mut self, point: &Point) {
         point.with_line(|line| self.point_line(line));
     }

@@ -172,6 +172,21 @@ impl Doc<'_> {
         {
             return format.into();
         }
+        let names: Vec<&str> = match (schema.get("enum"), schema.get("oneOf")) {
+            (Some(Value::Array(values)), _) => values.iter().filter_map(Value::as_str).collect(),
+            (_, Some(Value::Array(variants))) => variants
+                .iter()
+                .filter_map(|v| v.get("const").or_else(|| v.get("enum")?.get(0))?.as_str())
+                .collect(),
+            _ => Vec::new(),
+        };
+        if !names.is_empty() {
+            return names
+                .iter()
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(" or ");
+        }
         match type_of(&schema) {
             Some("array") => {
                 let item = schema

@@ -20,7 +20,9 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::Deserialize;
 
-pub use bindings::{BindingConfig, TopicMatch, TopicRegex, load_bindings_file, owner, parse_bindings};
+pub use bindings::{
+    BindingConfig, PointTimestamps, TopicMatch, TopicRegex, load_bindings_file, owner, parse_bindings,
+};
 pub use docs::reference_markdown;
 pub use kafka::KafkaConfig;
 pub use pipeline::{BatchingConfig, PipelineConfig};

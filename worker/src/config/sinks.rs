@@ -39,7 +39,9 @@ fn request_timeout() -> Duration {
 
 /// InfluxDB 1.x `/write`.
 ///
-/// A point without a timestamp gets the record's timestamp, so a redelivered record overwrites its points.
+/// A point without a timestamp gets the record's millisecond plus nanoseconds unique per partition, offset and
+/// point (binding option `point_timestamps`), so that a burst never merges and a redelivered record overwrites
+/// its own points.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InfluxV1Section {

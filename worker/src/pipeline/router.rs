@@ -1,7 +1,8 @@
 //! Stage 3 of the pipeline, the router: each output of an accepted record is checked against its binding's
 //! allowed indices and measurements, given its deterministic id (documents: `topic-partition-offset-n`, so a
-//! redelivered record overwrites itself) or its default timestamp (points without one get the record's), and
-//! queued to its sinks with one share of the record each. Outputs not allowed, or for a store that is not
+//! redelivered record overwrites itself) or its default timestamp (points without one get the record's
+//! millisecond plus nanoseconds unique per partition, offset and point: [`unique_timestamp_ns`]), and queued
+//! to its sinks with one share of the record each. Outputs not allowed, or for a store that is not
 //! configured, dead-letter the record as `output_not_allowed`; the allowed ones are still written.
 
 use millrace_runtime::Output;
@@ -9,6 +10,7 @@ use millrace_runtime::Output;
 use super::ack::Share;
 use super::lane::BindingMetrics;
 use crate::bindings::Binding;
+use crate::config::PointTimestamps;
 use crate::kinds::DeadLetterKind;
 use crate::sinks::{Item, Payload, SinkSender};
 
@@ -27,15 +29,14 @@ impl Router {
         let n_sinks = self.points.len() + 1;
         let mut chunks: Vec<Vec<Item<Share>>> = (0..n_sinks).map(|_| Vec::new()).collect();
         let mut refused: Vec<String> = Vec::new();
-        let default_ts_ns = rec
-            .timestamp_ms
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64)
-            })
-            .saturating_mul(1_000_000);
-        for (i, output) in outputs.into_iter().enumerate() {
+        let record_ms = rec.timestamp_ms.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64)
+        });
+        let unique = binding.config.point_timestamps == PointTimestamps::Unique;
+        let stamps = default_timestamps(&outputs, unique, record_ms, rec.partition, rec.offset);
+        for (i, (output, stamp)) in outputs.into_iter().zip(stamps).enumerate() {
             match output {
                 Output::Point(p) => {
                     bm.points.inc();
@@ -47,7 +48,10 @@ impl Router {
                     } else if self.points.is_empty() {
                         refused.push(format!("output {i}: a point, and no InfluxDB sink is configured"));
                     } else {
-                        let line = p.line_with_default_timestamp(default_ts_ns);
+                        let line = match stamp {
+                            Some(ns) => p.line_with_default_timestamp(ns),
+                            None => p.line().to_string(),
+                        };
                         let last = self.points.len() - 1;
                         for chunk in chunks.iter_mut().take(last) {
                             chunk.push(Item {
@@ -107,5 +111,124 @@ impl Router {
                 .split()
                 .dead_letter(DeadLetterKind::OutputNotAllowed, refused.join("; "));
         }
+    }
+}
+
+/// The timestamp each output gets if it is a point without one (`None` for the others).
+fn default_timestamps(
+    outputs: &[Output],
+    unique: bool,
+    record_ms: i64,
+    partition: i32,
+    offset: i64,
+) -> Vec<Option<i64>> {
+    let bare = |o: &Output| matches!(o, Output::Point(p) if !p.has_timestamp());
+    let several = outputs.iter().filter(|o| bare(o)).nth(1).is_some();
+    // Measurements of this record's points without a timestamp so far, with how many each had (only needed,
+    // and only allocated, when the record has several such points).
+    let mut seen: Vec<(&str, u32)> = Vec::new();
+    outputs
+        .iter()
+        .map(|o| match o {
+            Output::Point(p) if !p.has_timestamp() => Some(if !unique {
+                record_ms.saturating_mul(1_000_000)
+            } else {
+                let nth = if !several {
+                    0
+                } else if let Some((_, n)) = seen.iter_mut().find(|(m, _)| *m == p.measurement()) {
+                    *n += 1;
+                    *n
+                } else {
+                    seen.push((p.measurement(), 0));
+                    0
+                };
+                unique_timestamp_ns(record_ms, partition, offset, nth)
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The timestamp of a point without one (`point_timestamps = "unique"`): the record's millisecond, plus
+/// nanoseconds that differ for every record of one partition within that millisecond and for every point of
+/// one measurement within the record, so that a burst of records never overwrites itself in InfluxDB (a point
+/// is identified by its series and timestamp), and a redelivered record overwrites exactly its own points.
+///
+/// The 1,000,000 nanoseconds of a millisecond are laid out as `partition % 10` (x 100,000), `offset % 10,000`
+/// (x 10) and `nth % 10` (the point's place among the record's points of its measurement without timestamp).
+/// Two distinct points of one series can only meet when, within the same millisecond, (a) one partition
+/// holds more than 10,000 records, (b) partitions `p` and `p + 10k` both hold records whose offsets are equal
+/// modulo 10,000, or (c) one record writes more than 10 such points of one measurement. Stores that keep
+/// milliseconds only (VictoriaMetrics) drop the nanoseconds: there, points of one series and millisecond
+/// still merge; give each point a timestamp in the plugin when that matters.
+pub(super) fn unique_timestamp_ns(record_ms: i64, partition: i32, offset: i64, nth: u32) -> i64 {
+    let partition = i64::from(partition.rem_euclid(10));
+    let offset = offset.rem_euclid(10_000);
+    let nth = i64::from(nth % 10);
+    record_ms
+        .saturating_mul(1_000_000)
+        .saturating_add(partition * 100_000 + offset * 10 + nth)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{default_timestamps, unique_timestamp_ns};
+    use millrace_runtime::{Output, Point};
+    use std::collections::HashSet;
+
+    #[test]
+    fn points_of_one_measurement_in_a_record_are_told_apart_and_given_timestamps_are_kept() {
+        let point = |l: &str| Output::Point(Point::parse(l).unwrap());
+        let outputs = [
+            point("m,s=a v=1"),
+            point("m,s=b v=2"),
+            point("n v=3"),
+            point("m v=4 123"),
+            point("m,s=a v=5"),
+        ];
+        let at = |nth| Some(unique_timestamp_ns(7, 1, 2, nth));
+        assert_eq!(
+            default_timestamps(&outputs, true, 7, 1, 2),
+            [at(0), at(1), at(0), None, at(2)]
+        );
+        let ms = Some(7_000_000);
+        assert_eq!(
+            default_timestamps(&outputs, false, 7, 1, 2),
+            [ms, ms, ms, None, ms]
+        );
+        assert_eq!(default_timestamps(&outputs[..1], true, 7, 1, 2), [at(0)]);
+    }
+
+    #[test]
+    fn a_burst_of_records_in_one_millisecond_gets_distinct_timestamps_within_it() {
+        let ms = 1_700_000_000_123;
+        let mut seen = HashSet::new();
+        // 4 partitions x 10,000 records each, 3 points of one measurement per record, all in one millisecond.
+        for partition in 0..4 {
+            for offset in 5_000..15_000 {
+                for nth in 0..3 {
+                    let ns = unique_timestamp_ns(ms, partition, offset, nth);
+                    assert_eq!(ns / 1_000_000, ms, "stays within the record's millisecond");
+                    assert!(seen.insert(ns), "p{partition} o{offset} n{nth} collides");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_record_and_point_always_get_the_same_timestamp() {
+        assert_eq!(
+            unique_timestamp_ns(42, 3, 123_456, 1),
+            unique_timestamp_ns(42, 3, 123_456, 1)
+        );
+        assert_eq!(unique_timestamp_ns(42, 3, 123_456, 1), 42_000_000 + 300_000 + 3_456 * 10 + 1);
+    }
+
+    #[test]
+    fn the_documented_limits_are_where_points_meet() {
+        // 10,000 records of one partition apart, partitions ten apart, the eleventh point of a measurement.
+        assert_eq!(unique_timestamp_ns(1, 0, 7, 0), unique_timestamp_ns(1, 0, 10_007, 0));
+        assert_eq!(unique_timestamp_ns(1, 2, 7, 0), unique_timestamp_ns(1, 12, 7, 0));
+        assert_eq!(unique_timestamp_ns(1, 0, 7, 0), unique_timestamp_ns(1, 0, 7, 10));
     }
 }

@@ -68,10 +68,30 @@ pub struct BindingSection {
     /// `millrace_binding_throttled_seconds_total`) until its credit is back, instead of taking lanes from other
     /// clients. Unset: no budget; fair scheduling alone shares the lanes.
     cpu_budget: Option<f64>,
+    /// The timestamp of a point the plugin wrote without one. `unique` (the default): the record's timestamp
+    /// in milliseconds, plus nanoseconds that tell apart the records of one millisecond (from the partition,
+    /// the offset and the point's place among the record's points of its measurement), so that records
+    /// produced in one burst never overwrite each other's points, and a redelivered record overwrites only its
+    /// own. `record`: exactly the record's timestamp (points of one series with the same millisecond
+    /// overwrite each other). See docs/guarantees.md for the scheme and its limits.
+    #[serde(default)]
+    #[schemars(extend("x-default" = "`unique`"))]
+    point_timestamps: PointTimestamps,
 }
 
 fn default_weight() -> u32 {
     1
+}
+
+/// How a point without a timestamp is stamped (`point_timestamps`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PointTimestamps {
+    /// The record's millisecond plus nanoseconds unique per partition, offset and point.
+    #[default]
+    Unique,
+    /// Exactly the record's timestamp.
+    Record,
 }
 
 /// Limits of the plugin's sandbox, applied to every record of the binding.
@@ -197,6 +217,8 @@ pub struct BindingConfig {
     pub weight: u32,
     /// Plugin CPU the binding may use, in cores; above it its partitions pause.
     pub cpu_budget: Option<f64>,
+    /// How points without a timestamp are stamped.
+    pub point_timestamps: PointTimestamps,
 }
 
 impl BindingConfig {
@@ -249,6 +271,7 @@ impl BindingSection {
             smoke: self.smoke,
             weight: self.weight,
             cpu_budget: self.cpu_budget,
+            point_timestamps: self.point_timestamps,
         })
     }
 }

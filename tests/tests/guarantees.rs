@@ -1,0 +1,150 @@
+//! Issue 13, delivery guarantees, against the real broker, registry and stores: each test is one row of the
+//! fault matrix in docs/guarantees.md, with exact accounting per record.
+//!
+//! - A burst of records of one series, produced by a standard client (librdkafka, timestamps set by the
+//!   client, so that many records share a millisecond), lands as one point per record: points without a
+//!   timestamp get one unique per partition, offset and point. Delivered again (a second consumer group), the
+//!   records overwrite their own points: the count stays. With `point_timestamps = "record"` the same burst
+//!   merges (the behaviour before the change, kept as an option), which also proves the burst shares
+//!   milliseconds.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
+
+use std::time::Duration;
+
+use anyhow::Result;
+use millrace_tests::config::{Binding, TestConfig};
+use millrace_tests::e2e::{create_db, influx_query};
+use millrace_tests::{addr, eventually, free_port, push_plugin, unique};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// Produces `n` metric records of one series (`source=burst`) as fast as the client batches them, with the
+/// timestamps the client assigns (CreateTime, milliseconds): many records share one.
+async fn burst(topic: &str, n: usize) -> Result<()> {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .set("linger.ms", "5")
+        .create()?;
+    let sends = (0..n).map(|i| {
+        let value = format!(r#"{{"type":"metric","source":"burst","unit":"C","value":{i}}}"#);
+        let producer = producer.clone();
+        async move {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(&format!("k{i}")).payload(&value),
+                    Duration::from_secs(30),
+                )
+                .await
+        }
+    });
+    for r in futures::future::join_all(sends).await {
+        r.map_err(|(e, _)| e)?;
+    }
+    Ok(())
+}
+
+/// Points of `env_metrics` with `source=burst` in the database, and the distinct values among them.
+async fn burst_points(db: &str) -> Result<(u64, u64)> {
+    let v = influx_query(db, "SELECT count(\"value\") FROM env_metrics WHERE source = 'burst'").await?;
+    let count = v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
+    let v = influx_query(db, "SELECT count(distinct(\"value\")) FROM env_metrics WHERE source = 'burst'").await?;
+    let distinct = v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
+    Ok((count, distinct))
+}
+
+/// Runs a worker of `group` over `topic` until every record ran (`millrace_records_processed_total`), then
+/// until the sinks are idle, and stops it.
+async fn run_until_processed(config: TestConfig, port: u16, n: usize) -> Result<()> {
+    let (stop, worker) = config.start()?;
+    eventually(Duration::from_secs(120), "every record processed", || async {
+        let text = millrace_tests::e2e::metrics_text(port).await;
+        let done: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("millrace_records_processed_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let in_flight = text
+            .lines()
+            .find(|l| l.starts_with("millrace_in_flight_records "))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+        (done >= n as f64 && in_flight == Some(0.0)).then_some(())
+    })
+    .await;
+    stop.send(()).ok();
+    worker.await??;
+    Ok(())
+}
+
+fn worker(group: &str, db: &str, port: u16, binding: Binding, cache: &std::path::Path) -> TestConfig {
+    TestConfig::for_group(group)
+        .registry_cache(cache)
+        .binding(binding)
+        .influxdb(db)
+        .dead_letter(&unique("dlq"))
+        .metrics_port(port)
+        .batching(|b| b.set("linger", "50ms"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_one_series_keeps_one_point_per_record_also_when_delivered_again() -> Result<()> {
+    const N: usize = 2_000;
+    let uid = unique("burst").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let plugin = format!("{repo}@{digest}");
+    let (unique_db, record_db) = (format!("db_{uid}_u"), format!("db_{uid}_r"));
+    create_db(&unique_db).await?;
+    create_db(&record_db).await?;
+    let topic = format!("burst-{uid}");
+    burst(&topic, N).await?;
+    let dir = tempfile::tempdir()?;
+    let binding = || Binding::topic(&topic).plugin(&plugin).measurements(["env_"]);
+
+    // The default: one point per record.
+    let port = free_port();
+    run_until_processed(
+        worker(&format!("g1-{uid}"), &unique_db, port, binding(), dir.path()),
+        port,
+        N,
+    )
+    .await?;
+    let (count, distinct) = burst_points(&unique_db).await?;
+    assert_eq!((count, distinct), (N as u64, N as u64), "one point per record");
+
+    // Delivered again (another group reads the same records): each record overwrites its own points.
+    let port = free_port();
+    run_until_processed(
+        worker(&format!("g2-{uid}"), &unique_db, port, binding(), dir.path()),
+        port,
+        N,
+    )
+    .await?;
+    assert_eq!(
+        burst_points(&unique_db).await?,
+        (N as u64, N as u64),
+        "a redelivered record overwrites its own points, not another record's"
+    );
+
+    // The record's timestamp exactly: records sharing a millisecond merge.
+    let port = free_port();
+    run_until_processed(
+        worker(
+            &format!("g3-{uid}"),
+            &record_db,
+            port,
+            binding().set("point_timestamps", "record"),
+            dir.path(),
+        ),
+        port,
+        N,
+    )
+    .await?;
+    let (merged, _) = burst_points(&record_db).await?;
+    println!("{N} records of one series in a burst: {count} points unique, {merged} with the record's ms");
+    assert!(
+        merged < N as u64,
+        "the burst shares milliseconds (else this test proves nothing): {merged} points"
+    );
+    Ok(())
+}
