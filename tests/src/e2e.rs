@@ -208,6 +208,62 @@ pub async fn wait_docs(index: &str, at_least: usize, timeout: Duration, what: &s
     .await
 }
 
+/// One dead letter as read back from the topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    pub headers: BTreeMap<String, String>,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// The Kafka timestamp of the dead letter (milliseconds).
+    pub timestamp_ms: Option<i64>,
+}
+
+/// The first `expect` dead letters of `topic` (fewer if none comes for 30 s).
+pub async fn read_dead_letters(topic: &str, expect: usize) -> Result<Vec<DeadLetter>> {
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .set("group.id", unique("dlq-reader"))
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()?;
+    consumer.subscribe(&[topic])?;
+    let mut out = Vec::new();
+    while out.len() < expect {
+        let Ok(msg) = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await else {
+            break;
+        };
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) if e.to_string().contains("Unknown topic") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let headers = msg
+            .headers()
+            .map(|hs| {
+                hs.iter()
+                    .map(|h| {
+                        (
+                            h.key.to_string(),
+                            String::from_utf8_lossy(h.value.unwrap_or_default()).to_string(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(DeadLetter {
+            headers,
+            key: msg.key().map(<[u8]>::to_vec),
+            value: msg.payload().map(<[u8]>::to_vec),
+            timestamp_ms: msg.timestamp().to_millis(),
+        });
+    }
+    Ok(out)
+}
+
 /// Dead letters: record id -> (kind, source topic, offset, original header kept).
 pub async fn dead_letters(topic: &str, expect: usize) -> Result<BTreeMap<u64, (String, String, i64, bool)>> {
     let consumer: StreamConsumer = ClientConfig::new()

@@ -28,6 +28,7 @@ async fn a_forgotten_acknowledgement_dead_letters_the_record_and_the_partition_m
         &dlq_topic,
         metrics.clone(),
         tokio::runtime::Handle::current(),
+        millrace_worker::health::Health::new(),
     )?;
     let fallback: Arc<dyn Fallback> = Arc::new(dlq.clone());
     let tracker = PartitionTracker::new(&source, 0);

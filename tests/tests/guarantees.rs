@@ -7,6 +7,13 @@
 //!   records overwrite their own points: the count stays. With `point_timestamps = "record"` the same burst
 //!   merges (the behaviour before the change, kept as an option), which also proves the burst shares
 //!   milliseconds.
+//! - Dead letters outlive their source: a dead letter's Kafka timestamp is when it was written (the source
+//!   record's stays in `millrace.source.timestamp`), so retention counts from the failure.
+//! - A dead letter too large for the producer (a 1.5 MB record the plugin rejects) is written cut down, with
+//!   `millrace.truncated` saying what was cut, and the partition's offset moves past it instead of pinning.
+//! - A dead-letter topic that does not exist (and may not be created) fails the worker loudly: `/healthz` turns
+//!   503 naming the topic, the worker drains and exits with an error, and the record's offset is not
+//!   committed (it is delivered again once the topic exists).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failed unwrap is a failed test
 
@@ -14,7 +21,7 @@ use std::time::Duration;
 
 use anyhow::Result;
 use millrace_tests::config::{Binding, TestConfig};
-use millrace_tests::e2e::{create_db, influx_query};
+use millrace_tests::e2e::{committed, create_db, influx_query, read_dead_letters};
 use millrace_tests::{addr, eventually, free_port, push_plugin, unique};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -46,9 +53,17 @@ async fn burst(topic: &str, n: usize) -> Result<()> {
 
 /// Points of `env_metrics` with `source=burst` in the database, and the distinct values among them.
 async fn burst_points(db: &str) -> Result<(u64, u64)> {
-    let v = influx_query(db, "SELECT count(\"value\") FROM env_metrics WHERE source = 'burst'").await?;
+    let v = influx_query(
+        db,
+        "SELECT count(\"value\") FROM env_metrics WHERE source = 'burst'",
+    )
+    .await?;
     let count = v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
-    let v = influx_query(db, "SELECT count(distinct(\"value\")) FROM env_metrics WHERE source = 'burst'").await?;
+    let v = influx_query(
+        db,
+        "SELECT count(distinct(\"value\")) FROM env_metrics WHERE source = 'burst'",
+    )
+    .await?;
     let distinct = v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
     Ok((count, distinct))
 }
@@ -145,6 +160,157 @@ async fn a_burst_of_one_series_keeps_one_point_per_record_also_when_delivered_ag
     assert!(
         merged < N as u64,
         "the burst shares milliseconds (else this test proves nothing): {merged} points"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_carry_their_own_time_and_a_too_large_one_is_cut_down_instead_of_pinning() -> Result<()>
+{
+    let uid = unique("dlqtime").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let db = format!("db_{uid}");
+    create_db(&db).await?;
+    let (topic, dlq, group) = (format!("src-{uid}"), format!("dlq-{uid}"), format!("g-{uid}"));
+    // Records of 2020 (far past any retention), one partition: a good one, a small and a huge rejected one.
+    let old_ms = 1_577_836_800_000;
+    let huge = "x".repeat(1_500_000);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .set("message.max.bytes", "4000000")
+        .create()?;
+    let records: [(&str, &str); 4] = [
+        ("good", r#"{"type":"metric","source":"s","value":1}"#),
+        ("small", "not json"),
+        ("huge", &huge),
+        ("after", r#"{"type":"metric","source":"s","value":2}"#),
+    ];
+    for (key, value) in records {
+        producer
+            .send(
+                FutureRecord::to(&topic)
+                    .partition(0)
+                    .key(key)
+                    .payload(value)
+                    .timestamp(old_ms)
+                    .headers(
+                        rdkafka::message::OwnedHeaders::new().insert(rdkafka::message::Header {
+                            key: "origin",
+                            value: Some("e2e"),
+                        }),
+                    ),
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|(e, _)| e)?;
+    }
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let started_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    let config = TestConfig::for_group(&group)
+        .registry_cache(dir.path())
+        .binding(
+            Binding::topic(&topic)
+                .plugin(&format!("{repo}@{digest}"))
+                .measurements(["env_"]),
+        )
+        .influxdb(&db)
+        .dead_letter(&dlq)
+        .metrics_port(port)
+        .batching(|b| b.set("linger", "50ms"));
+    run_until_processed(config, port, 4).await?;
+
+    let letters = read_dead_letters(&dlq, 2).await?;
+    assert_eq!(letters.len(), 2, "the two rejected records: {letters:?}");
+    let by_key = |k: &str| {
+        letters
+            .iter()
+            .find(|l| l.key.as_deref() == Some(k.as_bytes()))
+            .unwrap_or_else(|| panic!("no dead letter for {k}"))
+    };
+    let small = by_key("small");
+    assert!(
+        small.timestamp_ms.unwrap() >= started_ms - 1_000,
+        "a dead letter's timestamp is when it was written, not the source's: {:?}",
+        small.timestamp_ms
+    );
+    assert_eq!(small.headers["millrace.source.timestamp"], old_ms.to_string());
+    assert_eq!(
+        small.headers["origin"], "e2e",
+        "the record's own headers are kept"
+    );
+    assert!(!small.headers.contains_key("millrace.truncated"));
+    assert_eq!(small.value.as_deref(), Some(&b"not json"[..]));
+
+    let huge = by_key("huge");
+    assert_eq!(huge.headers["millrace.error.kind"], "invalid_input");
+    assert_eq!(
+        huge.headers["millrace.truncated"], "value cut from 1500000 to 65536 bytes",
+        "{:?}",
+        huge.headers
+    );
+    assert_eq!(huge.value.as_ref().map(Vec::len), Some(65_536));
+    assert_eq!(huge.headers["millrace.source.offset"], "2");
+    assert!(huge.timestamp_ms.unwrap() >= started_ms - 1_000);
+    // Nothing pins the partition: every offset is committed.
+    let offsets = committed(&group, &[topic.as_str()])?;
+    assert_eq!(offsets.get(&topic), Some(&4), "committed past the huge record");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_topic_that_cannot_be_written_fails_the_worker_instead_of_retrying_forever()
+-> Result<()> {
+    let uid = unique("dlqgone").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let db = format!("db_{uid}");
+    create_db(&db).await?;
+    let (topic, group) = (format!("src-{uid}"), format!("g-{uid}"));
+    millrace_tests::e2e::produce(
+        &topic,
+        &[
+            (
+                "a".to_string(),
+                br#"{"type":"metric","source":"s","value":1}"#.to_vec(),
+            ),
+            ("b".to_string(), b"not json".to_vec()),
+        ],
+    )
+    .await?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let config = TestConfig::for_group(&group)
+        .registry_cache(dir.path())
+        .binding(
+            Binding::topic(&topic)
+                .plugin(&format!("{repo}@{digest}"))
+                .measurements(["env_"]),
+        )
+        .influxdb(&db)
+        // A topic that does not exist, and that the broker may not create on the producer's behalf.
+        .dead_letter(&format!("missing-{uid}"))
+        .set("kafka.client", "allow.auto.create.topics", "false")
+        .set("kafka.client", "topic.metadata.propagation.max.ms", "2000")
+        .pipeline(|p| p.set("drain_timeout", "5s"))
+        .metrics_port(port);
+    let started = std::time::Instant::now();
+    let (_stop, worker) = config.start()?;
+    let result = tokio::time::timeout(Duration::from_secs(120), worker).await??;
+    println!("the worker failed after {:?}", started.elapsed());
+    let err = result.expect_err("the worker fails");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!("missing-{uid}")),
+        "names the topic: {text}"
+    );
+    let offsets = committed(&group, &[topic.as_str()])?;
+    assert!(
+        offsets.get(&topic).copied().unwrap_or(0) < 2,
+        "the rejected record is not committed: {offsets:?}"
     );
     Ok(())
 }

@@ -501,3 +501,38 @@ async fn a_tag_moving_again_and_again_is_followed_at_most_once_per_interval() ->
     worker.await??;
     Ok(())
 }
+
+/// A bindings file changed so that a binding's regex also matches the dead-letter topic: the change is refused
+/// (its dead letters would be processed again, forever) and the binding keeps its previous topics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_change_that_would_consume_the_dead_letter_topic_is_refused() -> Result<()> {
+    let live = Live::new().await?;
+    let digest = push_plugin(&format!("{}:v1", live.repo), "seed_router")?;
+    let plugin = format!("{}@{digest}", live.repo);
+    let topic = format!("client-{}", live.uid);
+    live.write_bindings(&[binding("acme", &topic, &plugin)]);
+    let (tx, worker) = live.start();
+    live.wait_active("acme", &digest).await;
+    // `dlq-<uid>` is this worker's dead-letter topic.
+    let greedy = Binding::topic_regex(&format!(".*{}", live.uid))
+        .name("acme")
+        .plugin(&plugin)
+        .measurements(["env_"]);
+    live.write_bindings(&[greedy]);
+    let refused = "millrace_reloads_total{reason=\"dead_letter_topic\",result=\"refused\"}";
+    eventually(Duration::from_secs(30), "the change to be refused", || async {
+        live.metrics()
+            .await
+            .lines()
+            .any(|l| l.starts_with(refused) && !l.ends_with(" 0"))
+            .then_some(())
+    })
+    .await;
+    // The previous version still serves its topic.
+    produce(&topic, &[metric_record(1)]).await?;
+    let ids = wait_points(&live.db, 1, Duration::from_secs(60), "the topic's point").await;
+    assert!(ids.contains(&1));
+    tx.send(()).ok();
+    worker.await??;
+    Ok(())
+}

@@ -188,6 +188,8 @@ pub struct Reloader {
     static_bindings: Vec<BindingConfig>,
     last_file: Option<Vec<u8>>,
     min_version_interval: std::time::Duration,
+    /// No binding may consume it, also after a change (its records would be dead-lettered again, forever).
+    dead_letter_topic: String,
     /// Versions refused for a reason that a retry cannot fix (verification, compilation, ABI, smoke samples), by
     /// binding: not tried again at every tick, only when the binding's configuration or digest changes, or on
     /// SIGHUP. Failures a retry can fix (registry unreachable) are retried at every tick.
@@ -214,6 +216,7 @@ impl Reloader {
         file: Option<PathBuf>,
         static_bindings: Vec<BindingConfig>,
         min_version_interval: std::time::Duration,
+        dead_letter_topic: String,
     ) -> Result<Self, WorkerError> {
         if let Some(path) = &file {
             load_bindings_file(path)?;
@@ -227,6 +230,7 @@ impl Reloader {
             static_bindings,
             last_file: None,
             min_version_interval,
+            dead_letter_topic,
             refused: HashMap::new(),
         })
     }
@@ -293,6 +297,29 @@ impl Reloader {
             None => self.static_bindings.clone(),
         };
         let current = self.table.snapshot();
+        // A binding that would consume the dead-letter topic is refused; its current version (if it had one
+        // that did not) keeps running.
+        let desired: Vec<BindingConfig> = desired
+            .into_iter()
+            .filter_map(|b| {
+                if !b.topics.matches(&self.dead_letter_topic) {
+                    return Some(b);
+                }
+                refusals.push(self.refuse(Refusal {
+                    binding: b.name.clone(),
+                    reason: "dead_letter_topic",
+                    message: format!(
+                        "binding `{}` would consume the dead-letter topic `{}`: its dead letters would be \
+                         processed again, forever",
+                        b.name, self.dead_letter_topic
+                    ),
+                }));
+                current
+                    .iter()
+                    .find(|c| c.config.name == b.name)
+                    .map(|c| c.config.clone())
+            })
+            .collect();
         let first = !self.table.is_loaded();
         let by_name: HashMap<&str, &Arc<Binding>> =
             current.iter().map(|b| (b.config.name.as_str(), b)).collect();

@@ -21,6 +21,7 @@ pub struct Metrics {
     pub plugin_info: IntGaugeVec,
     pub dead_letters: IntCounterVec,
     pub acks_dropped: IntCounterVec,
+    pub dead_letters_truncated: prometheus::IntCounter,
     pub stage_up: IntGaugeVec,
     pub binding_queued: IntGaugeVec,
     pub binding_throttled: prometheus::CounterVec,
@@ -166,6 +167,10 @@ impl Metrics {
                 "Idle plugin instances released to make room for another binding's, by reason",
                 &["reason"],
             )?,
+            dead_letters_truncated: prometheus::IntCounter::new(
+                "millrace_dead_letters_truncated_total",
+                "Dead letters cut down because the producer or the broker found them too large (header millrace.truncated)",
+            )?,
             plugins_resident: IntGauge::new(
                 "millrace_compiled_plugins_resident",
                 "Compiled plugins held in memory (the others are loaded again from the disk cache on use)",
@@ -265,6 +270,7 @@ impl Metrics {
         registry.register(Box::new(m.plugins_resident.clone()))?;
         registry.register(Box::new(m.plugins_resident_bytes.clone()))?;
         registry.register(Box::new(m.plugin_unloads.clone()))?;
+        registry.register(Box::new(m.dead_letters_truncated.clone()))?;
         registry.register(Box::new(m.assigned_partitions.clone()))?;
         registry.register(Box::new(m.record_latency.clone()))?;
         Ok(m)

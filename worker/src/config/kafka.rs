@@ -49,7 +49,10 @@ pub struct KafkaSection {
     /// TLS to the brokers.
     tls: Option<TlsSection>,
     /// Any librdkafka property, passed through and overriding the above: nested keys or `_` join with `.`
-    /// (`fetch.min.bytes = 1024`, or `MILLRACE__KAFKA__CLIENT__FETCH_MIN_BYTES=1024`).
+    /// (`fetch.min.bytes = 1024`, or `MILLRACE__KAFKA__CLIENT__FETCH_MIN_BYTES=1024`). Refused: the
+    /// properties the delivery guarantees rest on (`enable.auto.commit`, `enable.auto.offset.store`, `acks`,
+    /// `enable.idempotence`) and those a typed option sets (`group.id`, `bootstrap.servers`,
+    /// `auto.offset.reset`, `session.timeout.ms`, `statistics.interval.ms`).
     #[serde(default)]
     client: BTreeMap<String, serde_json::Value>,
 }
@@ -166,6 +169,9 @@ impl KafkaSection {
         for (key, v) in &self.client {
             let mut flat = BTreeMap::new();
             flatten(&key.replace('_', "."), v, &mut flat)?;
+            if let Some((p, why)) = flat.keys().find_map(|p| RESERVED.iter().find(|(r, _)| r == p)) {
+                return Err(invalid(&format!("kafka.client.{p}"), *why));
+            }
             properties.extend(flat);
         }
         for p in properties.keys() {
@@ -184,6 +190,42 @@ impl KafkaSection {
         })
     }
 }
+
+/// librdkafka properties `kafka.client` may not set: the delivery guarantees rest on them (offsets stored only
+/// once a record's outputs are acknowledged, committed by the worker; dead letters acknowledged by every
+/// replica, without duplicates or reordering), or a typed option says the same.
+const RESERVED: &[(&str, &str)] = &[
+    (
+        "enable.auto.commit",
+        "the worker commits offsets itself, only those of records whose outputs were acknowledged",
+    ),
+    (
+        "auto.commit.enable",
+        "the worker commits offsets itself, only those of records whose outputs were acknowledged",
+    ),
+    (
+        "enable.auto.offset.store",
+        "the worker stores an offset only once every output of the records before it was acknowledged",
+    ),
+    (
+        "acks",
+        "dead letters are acknowledged by every in-sync replica (acks=all)",
+    ),
+    (
+        "request.required.acks",
+        "dead letters are acknowledged by every in-sync replica (acks=all)",
+    ),
+    (
+        "enable.idempotence",
+        "the dead-letter producer is idempotent: a retried dead letter is written once, in order",
+    ),
+    ("group.id", "set kafka.group_id"),
+    ("bootstrap.servers", "set kafka.brokers"),
+    ("metadata.broker.list", "set kafka.brokers"),
+    ("auto.offset.reset", "set kafka.auto_offset_reset"),
+    ("session.timeout.ms", "set kafka.session_timeout"),
+    ("statistics.interval.ms", "set kafka.statistics_interval"),
+];
 
 /// Flattens passthrough librdkafka properties: nested tables join with `.`, `_` becomes `.`.
 fn flatten(

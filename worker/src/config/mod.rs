@@ -256,6 +256,20 @@ impl WorkerConfig {
         format!("{c:#?}")
     }
 
+    /// Settings that are valid but risky, for `config check` and the worker's start-up log.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.kafka.auto_offset_reset == "latest" {
+            w.push(
+                "kafka.auto_offset_reset = latest: a partition without a committed offset (a new client's topic, \
+                 or one whose committed offset retention already deleted) starts at its end, and the records \
+                 already there are skipped, never processed; `earliest` misses nothing"
+                    .to_string(),
+            );
+        }
+        w
+    }
+
     /// The binding a topic belongs to: the one that matches it (none when two do).
     pub fn binding_for(&self, topic: &str) -> Option<&BindingConfig> {
         owner(&self.bindings, |b| &b.topics, topic).ok().flatten()

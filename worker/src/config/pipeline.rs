@@ -218,10 +218,23 @@ impl Default for DeadLetterSection {
 }
 
 impl DeadLetterSection {
-    /// The dead-letter topic; it must not be empty.
+    /// The dead-letter topic: a legal Kafka topic name (1 to 249 of `a-z A-Z 0-9 . _ -`, not `.` or `..`).
     pub(super) fn validate(self) -> Result<String, ConfigError> {
-        if self.topic.is_empty() {
+        let t = &self.topic;
+        if t.is_empty() {
             return Err(invalid("dead_letter.topic", "empty"));
+        }
+        if t.len() > 249
+            || t == "."
+            || t == ".."
+            || !t
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "dead_letter.topic",
+                format!("`{t}` is not a Kafka topic name (1 to 249 of a-z A-Z 0-9 . _ -, not . or ..)"),
+            ));
         }
         Ok(self.topic)
     }

@@ -297,3 +297,56 @@ fn keys_of_list_elements_are_dotted() {
     assert_eq!(dotted("a[1][2]b"), "a[1][2].b");
     assert_eq!(dotted("kafka.brokers"), "kafka.brokers");
 }
+
+#[test]
+fn properties_the_guarantees_rest_on_cannot_be_overridden() {
+    for (key, value) in [
+        ("enable_auto_commit", "true"),
+        ("enable.auto.offset.store", "true"),
+        ("acks", "1"),
+        ("enable.idempotence", "false"),
+        ("group.id", "other"),
+        ("auto.offset.reset", "latest"),
+    ] {
+        let text = MINIMAL.replace(
+            "[[bindings]]",
+            &format!("[kafka.client]\n\"{key}\" = \"{value}\"\n[[bindings]]"),
+        );
+        let err = WorkerConfig::from_toml(&text).unwrap_err();
+        assert_eq!(
+            key_of(&err),
+            format!("kafka.client.{}", key.replace('_', ".")),
+            "{err}"
+        );
+    }
+    // Other properties pass through.
+    let text = MINIMAL.replace(
+        "[[bindings]]",
+        "[kafka.client]\nfetch_min_bytes = 1024\n[[bindings]]",
+    );
+    let c = WorkerConfig::from_toml(&text).unwrap();
+    assert_eq!(c.kafka.properties["fetch.min.bytes"], "1024");
+}
+
+#[test]
+fn the_dead_letter_topic_must_be_a_kafka_topic_name() {
+    for bad in ["has space", ".", "..", "ümlaut", &"x".repeat(250)] {
+        let text = format!("{MINIMAL}\n[dead_letter]\ntopic = \"{bad}\"\n");
+        let err = WorkerConfig::from_toml(&text).unwrap_err();
+        assert_eq!(key_of(&err), "dead_letter.topic", "{bad}: {err}");
+    }
+    let text = format!("{MINIMAL}\n[dead_letter]\ntopic = \"acme.dead-letters_1\"\n");
+    assert!(WorkerConfig::from_toml(&text).is_ok());
+}
+
+#[test]
+fn starting_at_the_latest_offset_is_warned_about() {
+    let c = WorkerConfig::from_toml(MINIMAL).unwrap();
+    assert!(c.warnings().is_empty());
+    let text = MINIMAL.replace(
+        "brokers = \"127.0.0.1:19092\"",
+        "brokers = \"127.0.0.1:19092\"\nauto_offset_reset = \"latest\"",
+    );
+    let w = WorkerConfig::from_toml(&text).unwrap().warnings();
+    assert!(w.len() == 1 && w[0].contains("skipped"), "{w:?}");
+}

@@ -3,6 +3,14 @@
 //! why and where it came from. Writing it is part of the record's completion: its offset is not committed
 //! until the dead letter is acknowledged (idempotent producer, `acks=all`); a failing dead-letter topic is
 //! retried without limit, so nothing is lost.
+//!
+//! A dead letter carries the time it was produced as its Kafka timestamp (the source record's stays in the
+//! `millrace.source.timestamp` header), so the dead-letter topic's retention counts from the failure, not from
+//! when the record was first produced. Failures that retrying cannot fix do not pin the partition silently: a
+//! dead letter too large for the producer or the broker is written again cut down (the value to 64 KiB, then
+//! without value and original headers), with a `millrace.truncated` header saying what was cut; a topic that
+//! does not exist or may not be written, and a fatal producer error, fail the worker's health (it drains and
+//! exits non-zero, so the operator sees it) while the record stays uncommitted, to be delivered again.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +37,49 @@ pub mod headers {
     pub const PARTITION: &str = "millrace.source.partition";
     pub const OFFSET: &str = "millrace.source.offset";
     pub const TIMESTAMP: &str = "millrace.source.timestamp";
+    /// Set when the dead letter had to be cut down to be accepted: what was cut.
+    pub const TRUNCATED: &str = "millrace.truncated";
+}
+
+/// How far a dead letter is cut down after the producer or the broker found it too large.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Trim {
+    /// As it is.
+    Whole,
+    /// The value cut to [`CUT_VALUE_TO`] bytes.
+    Value,
+    /// Without value and without the record's own headers: key and millrace headers only.
+    Bare,
+}
+
+/// Bytes of the value a cut-down dead letter keeps.
+const CUT_VALUE_TO: usize = 64 * 1024;
+
+/// What becomes of a dead letter whose write failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Too large: write it again cut down further (or, already bare, retry).
+    TooLarge,
+    /// Retrying cannot fix it (no such topic, not authorized, fatal producer error): fail the worker's health.
+    Permanent,
+    /// Try again later.
+    Retry,
+}
+
+fn classify(e: &rdkafka::error::KafkaError) -> Verdict {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::MessageSizeTooLarge | C::InvalidMessageSize | C::MessageBatchTooLarge) => Verdict::TooLarge,
+        Some(
+            C::UnknownTopic
+            | C::UnknownTopicOrPartition
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::InvalidTopic
+            | C::Fatal,
+        ) => Verdict::Permanent,
+        _ => Verdict::Retry,
+    }
 }
 
 /// Writes dead letters. Cheap to clone.
@@ -40,6 +91,8 @@ pub struct DeadLetters {
     runtime: tokio::runtime::Handle,
     /// Set once the pipeline committed its last offsets (see `Fallback::is_closed`).
     closed: Arc<std::sync::atomic::AtomicBool>,
+    /// Failed when the dead-letter topic cannot be written at all.
+    health: crate::health::Health,
 }
 
 impl std::fmt::Debug for DeadLetters {
@@ -56,6 +109,7 @@ impl DeadLetters {
         topic: &str,
         metrics: Metrics,
         runtime: tokio::runtime::Handle,
+        health: crate::health::Health,
     ) -> Result<Self, WorkerError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &kafka.brokers)
@@ -73,6 +127,7 @@ impl DeadLetters {
             metrics,
             runtime,
             closed: Arc::default(),
+            health,
         })
     }
 
@@ -86,22 +141,37 @@ impl DeadLetters {
         r: &InFlight,
         kind: DeadLetterKind,
         message: &str,
+        trim: Trim,
     ) -> Result<(), rdkafka::error::KafkaError> {
         let partition = r.partition.to_string();
         let offset = r.offset.to_string();
         let timestamp = r.timestamp_ms.map(|t| t.to_string());
-        let mut h = OwnedHeaders::new_with_capacity(r.headers.len() + 8);
-        for (name, value) in &r.headers {
-            h = h.insert(Header {
-                key: name,
-                value: value.as_deref(),
-            });
+        let mut h = OwnedHeaders::new_with_capacity(r.headers.len() + 9);
+        if trim < Trim::Bare {
+            for (name, value) in &r.headers {
+                h = h.insert(Header {
+                    key: name,
+                    value: value.as_deref(),
+                });
+            }
         }
         let message: String = message.chars().take(4096).collect();
         let (binding, digest) = r
             .plugin
             .get()
             .map_or(("none", ""), |(b, d)| (b.as_ref(), d.as_ref()));
+        let value_len = r.value.as_ref().map_or(0, Vec::len);
+        let truncated = match trim {
+            Trim::Whole => None,
+            Trim::Value => Some(format!(
+                "value cut from {value_len} to {} bytes",
+                value_len.min(CUT_VALUE_TO)
+            )),
+            Trim::Bare => Some(format!(
+                "value ({value_len} bytes) and the record's {} headers left out",
+                r.headers.len()
+            )),
+        };
         for (key, value) in [
             (headers::KIND, Some(kind.as_str())),
             (headers::MESSAGE, Some(message.as_str())),
@@ -111,26 +181,62 @@ impl DeadLetters {
             (headers::PARTITION, Some(partition.as_str())),
             (headers::OFFSET, Some(offset.as_str())),
             (headers::TIMESTAMP, timestamp.as_deref()),
+            (headers::TRUNCATED, truncated.as_deref()),
         ] {
             if let Some(v) = value {
                 h = h.insert(Header { key, value: Some(v) });
             }
         }
+        // No timestamp: the producer stamps the dead letter with the time it is written.
         let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).headers(h);
         if let Some(k) = &r.key {
             rec = rec.key(k.as_slice());
         }
-        if let Some(v) = &r.value {
-            rec = rec.payload(v.as_slice());
-        }
-        if let Some(ts) = r.timestamp_ms {
-            rec = rec.timestamp(ts);
+        match (&r.value, trim) {
+            (Some(v), Trim::Whole) => rec = rec.payload(v.as_slice()),
+            (Some(v), Trim::Value) => rec = rec.payload(&v[..v.len().min(CUT_VALUE_TO)]),
+            _ => {}
         }
         self.producer
             .send(rec, Timeout::After(Duration::from_secs(60)))
             .await
             .map(|_| ())
             .map_err(|(e, _)| e)
+    }
+
+    /// Writes the record's dead letter until it is acknowledged: cut down when too large, the worker's health
+    /// failed when the topic cannot be written at all (it keeps trying while the worker drains).
+    async fn deliver(&self, record: &InFlight, kind: DeadLetterKind, message: &str) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut trim = Trim::Whole;
+        loop {
+            let e = match self.write(record, kind, message, trim).await {
+                Ok(()) => return,
+                Err(e) => e,
+            };
+            match classify(&e) {
+                Verdict::TooLarge if trim < Trim::Bare => {
+                    trim = if trim == Trim::Whole {
+                        Trim::Value
+                    } else {
+                        Trim::Bare
+                    };
+                    self.metrics.dead_letters_truncated.inc();
+                    tracing::warn!(topic = %self.topic, error = %e, source = %record.topic,
+                        partition = record.partition, offset = record.offset, ?trim,
+                        "dead letter too large; writing it cut down");
+                    continue;
+                }
+                Verdict::Permanent => self.health.fail(format!(
+                    "the dead-letter topic `{}` cannot be written: {e}",
+                    self.topic
+                )),
+                Verdict::TooLarge | Verdict::Retry => {}
+            }
+            let delay = backoff.next_delay();
+            tracing::warn!(topic = %self.topic, error = %e, ?delay, "dead-letter write failed; retrying");
+            tokio::time::sleep(delay).await;
+        }
     }
 
     /// Waits until queued dead letters are delivered (shutdown).
@@ -165,17 +271,7 @@ impl Fallback for DeadLetters {
         let share = share.redeliver_if_dropped();
         let this = self.clone();
         self.runtime.spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-            loop {
-                match this.write(share.record(), kind, &message).await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        let delay = backoff.next_delay();
-                        tracing::warn!(topic = %this.topic, error = %e, ?delay, "dead-letter write failed; retrying");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
+            this.deliver(share.record(), kind, &message).await;
             share.finish();
         });
     }
@@ -189,5 +285,25 @@ impl Fallback for DeadLetters {
             .acks_dropped
             .with_label_values(&[outcome.as_str()])
             .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Verdict, classify};
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn failures_are_classified_by_what_a_retry_can_do() {
+        let v = |c| classify(&KafkaError::MessageProduction(c));
+        assert_eq!(v(C::MessageSizeTooLarge), Verdict::TooLarge);
+        assert_eq!(v(C::UnknownTopicOrPartition), Verdict::Permanent);
+        assert_eq!(v(C::UnknownTopic), Verdict::Permanent);
+        assert_eq!(v(C::TopicAuthorizationFailed), Verdict::Permanent);
+        assert_eq!(v(C::Fatal), Verdict::Permanent);
+        assert_eq!(v(C::MessageTimedOut), Verdict::Retry);
+        assert_eq!(v(C::BrokerTransportFailure), Verdict::Retry);
+        assert_eq!(v(C::NotEnoughReplicas), Verdict::Retry);
     }
 }

@@ -64,6 +64,9 @@ pub async fn run(
     config: WorkerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), WorkerError> {
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let metrics = Metrics::new()?;
     let registry_metrics = RegistryMetrics::new(&metrics.registry)?;
     // Slots from the memory budget; one core per compilation (loads run a few at a time, beside the lanes).
@@ -91,15 +94,19 @@ pub async fn run(
         config.bindings_file.clone(),
         config.bindings.clone(),
         config.min_version_interval,
+        config.dead_letter_topic.clone(),
     )
     .await?;
     let table = reloader.table();
 
+    // The worker's health: failed by a pipeline thread that dies, or a dead-letter topic that cannot be written.
+    let health = Health::new();
     let dlq = DeadLetters::new(
         &config.kafka,
         &config.dead_letter_topic,
         metrics.clone(),
         tokio::runtime::Handle::current(),
+        health.clone(),
     )?;
 
     let sinks = sinks::Sinks::<Share>::start(&config, &metrics)?;
@@ -110,7 +117,6 @@ pub async fn run(
     };
 
     // Observability endpoints.
-    let health = Health::new();
     let supervisor = Supervisor::new(health.clone(), metrics.clone());
     let joined = Arc::new(AtomicBool::new(false));
     let readiness = Readiness {

@@ -221,13 +221,19 @@ mod tests {
             unique_timestamp_ns(42, 3, 123_456, 1),
             unique_timestamp_ns(42, 3, 123_456, 1)
         );
-        assert_eq!(unique_timestamp_ns(42, 3, 123_456, 1), 42_000_000 + 300_000 + 3_456 * 10 + 1);
+        assert_eq!(
+            unique_timestamp_ns(42, 3, 123_456, 1),
+            42_000_000 + 300_000 + 3_456 * 10 + 1
+        );
     }
 
     #[test]
     fn the_documented_limits_are_where_points_meet() {
         // 10,000 records of one partition apart, partitions ten apart, the eleventh point of a measurement.
-        assert_eq!(unique_timestamp_ns(1, 0, 7, 0), unique_timestamp_ns(1, 0, 10_007, 0));
+        assert_eq!(
+            unique_timestamp_ns(1, 0, 7, 0),
+            unique_timestamp_ns(1, 0, 10_007, 0)
+        );
         assert_eq!(unique_timestamp_ns(1, 2, 7, 0), unique_timestamp_ns(1, 12, 7, 0));
         assert_eq!(unique_timestamp_ns(1, 0, 7, 0), unique_timestamp_ns(1, 0, 7, 10));
     }

@@ -96,6 +96,9 @@ fn main() -> std::process::ExitCode {
 fn config_check(file: &std::path::Path) -> anyhow::Result<std::process::ExitCode> {
     let config = millrace_worker::WorkerConfig::load(file)?;
     println!("{}", config.redacted());
+    for w in config.warnings() {
+        eprintln!("warning: {w}");
+    }
     eprintln!("{}: valid", file.display());
     Ok(std::process::ExitCode::SUCCESS)
 }
