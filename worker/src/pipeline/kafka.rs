@@ -63,21 +63,38 @@ pub fn drain(trackers: &[Arc<PartitionTracker>], timeout: Duration) -> bool {
     }
 }
 
-/// Stores the committable offsets of `trackers` in the consumer (committed by the next commit).
+/// Stores the committable offsets of `trackers` in the consumer (committed by the next commit). An offset is
+/// marked stored only once the consumer took it: one whose store failed is stored again next time. When the
+/// call fails as a whole (one partition was just revoked), the partitions are stored one by one, so that one
+/// partition's failure does not hold the others back.
 pub fn store_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, trackers: &[Arc<PartitionTracker>]) {
-    let mut tpl = TopicPartitionList::new();
-    for t in trackers {
-        if t.is_revoked() {
-            continue;
-        }
-        if let Some(o) = t.take_committable() {
-            let _ = tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(o));
-        }
+    let due: Vec<(&Arc<PartitionTracker>, i64)> = trackers
+        .iter()
+        .filter(|t| !t.is_revoked())
+        .filter_map(|t| Some((t, t.to_store()?)))
+        .collect();
+    if due.is_empty() {
+        return;
     }
-    if tpl.count() > 0
-        && let Err(e) = consumer.store_offsets(&tpl)
-    {
-        tracing::debug!(error = %e, "storing offsets (a partition may just have been revoked)");
+    let list = |items: &[(&Arc<PartitionTracker>, i64)]| {
+        let mut tpl = TopicPartitionList::new();
+        for (t, o) in items {
+            let _ = tpl.add_partition_offset(&t.topic, t.partition, Offset::Offset(*o));
+        }
+        tpl
+    };
+    if consumer.store_offsets(&list(&due)).is_ok() {
+        for (t, o) in &due {
+            t.mark_stored(*o);
+        }
+        return;
+    }
+    for item in &due {
+        match consumer.store_offsets(&list(std::slice::from_ref(item))) {
+            Ok(()) => item.0.mark_stored(item.1),
+            Err(e) => tracing::debug!(topic = %item.0.topic, partition = item.0.partition, error = %e,
+                "storing an offset failed (the partition may just have been revoked); stored again next time"),
+        }
     }
 }
 
@@ -125,10 +142,16 @@ impl ConsumerContext for SourceContext {
         tracing::info!(partitions = revoked.len(), drained, "partitions released");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 self.metrics.rebalances.with_label_values(&["assign"]).inc();
+                // librdkafka keeps a partition paused across assignments: one paused for back pressure, revoked
+                // and assigned back would never resume (its new tracker has nothing in flight to resume for).
+                // Back pressure pauses it again if it must.
+                if let Err(e) = consumer.resume(tpl) {
+                    tracing::warn!(error = %e, "resuming newly assigned partitions");
+                }
                 let mut trackers = lock(&self.trackers);
                 for e in tpl.elements() {
                     trackers

@@ -25,7 +25,7 @@ struct State {
     pending: BTreeSet<i64>,
     /// One past the highest offset taken.
     end: Option<i64>,
-    /// The committable offset last handed out by `take_committable`.
+    /// The committable offset last stored in the consumer (`mark_stored`).
     stored: Option<i64>,
     /// The lowest record given up without being written (its binding was removed): the committable offset
     /// never passes it, so the records stay where they were for whoever consumes them next.
@@ -83,15 +83,22 @@ impl PartitionTracker {
         committable(&lock(&self.state))
     }
 
-    /// The committable offset if it moved since the last call.
-    pub fn take_committable(&self) -> Option<i64> {
-        let mut s = lock(&self.state);
+    /// The committable offset if it is ahead of the one last stored: to store now, then [`Self::mark_stored`]
+    /// once the consumer took it (one whose store failed is handed out again).
+    pub fn to_store(&self) -> Option<i64> {
+        let s = lock(&self.state);
         let c = committable(&s)?;
-        if s.stored == Some(c) {
-            return None;
+        match s.stored {
+            Some(stored) if stored >= c => None,
+            _ => Some(c),
         }
-        s.stored = Some(c);
-        Some(c)
+    }
+
+    /// Records that the consumer stored `offset`; a lower one never replaces a higher (offsets committed never
+    /// move backwards).
+    pub fn mark_stored(&self, offset: i64) {
+        let mut s = lock(&self.state);
+        s.stored = Some(s.stored.map_or(offset, |o| o.max(offset)));
     }
 
     /// Counts `n` bytes of a record taken into memory.
@@ -136,8 +143,26 @@ mod tests {
         t.finish(11);
         assert_eq!(t.committable(), Some(13));
         assert_eq!(t.in_flight(), 0);
-        assert_eq!(t.take_committable(), Some(13));
-        assert_eq!(t.take_committable(), None, "only when it moves");
+        assert_eq!(t.to_store(), Some(13));
+        t.mark_stored(13);
+        assert_eq!(t.to_store(), None, "only when it moves");
+    }
+
+    #[test]
+    fn an_offset_whose_store_failed_is_stored_again_and_stored_offsets_never_move_back() {
+        let t = PartitionTracker::new("t", 0);
+        t.begin(5);
+        t.finish(5);
+        assert_eq!(t.to_store(), Some(6));
+        // The consumer refused it (not marked): handed out again.
+        assert_eq!(t.to_store(), Some(6), "stored again after a failure");
+        t.mark_stored(6);
+        assert_eq!(t.to_store(), None);
+        t.mark_stored(3);
+        assert_eq!(t.to_store(), None, "a lower offset never replaces a higher one");
+        t.begin(6);
+        t.finish(6);
+        assert_eq!(t.to_store(), Some(7));
     }
 
     #[test]
