@@ -15,6 +15,8 @@
 //!   assigned back to the same worker (that member leaves) resumes: once the store is back every record
 //!   lands. librdkafka keeps an application's pause across assignments; before the fix the partition stayed
 //!   paused for good.
+//! - Documents of data streams are written with `create`: delivered again (a second consumer group), the
+//!   store answers 409 for each (the document is there) and that counts as written, not as a dead letter.
 //! - A dead-letter topic that does not exist (and may not be created) fails the worker loudly: `/healthz` turns
 //!   503 naming the topic, the worker drains and exits with an error, and the record's offset is not
 //!   committed (it is delivered again once the topic exists).
@@ -429,5 +431,67 @@ async fn a_paused_partition_revoked_and_assigned_back_resumes() -> Result<()> {
     .await;
     stop.send(()).ok();
     worker.await??;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_streams_are_written_with_create_and_a_redelivery_is_not_a_dead_letter() -> Result<()> {
+    const N: usize = 10;
+    let uid = unique("stream").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let topic = format!("logs-{uid}");
+    let service = format!("svc{uid}");
+    let records: Vec<(String, Vec<u8>)> = (0..N)
+        .map(|i| {
+            (
+                format!("k{i}"),
+                format!(r#"{{"type":"log","service":"{service}","rid":{i}}}"#).into_bytes(),
+            )
+        })
+        .collect();
+    millrace_tests::e2e::produce(&topic, &records).await?;
+    let dir = tempfile::tempdir()?;
+    let index = format!("{service}-logs-daily");
+    for round in ["first", "again"] {
+        let port = free_port();
+        let config = TestConfig::for_group(&format!("g-{round}-{uid}"))
+            .registry_cache(dir.path())
+            .binding(
+                Binding::topic(&topic)
+                    .plugin(&format!("{repo}@{digest}"))
+                    .indices([index.as_str()]),
+            )
+            .elasticsearch()
+            .set(
+                "sinks.elasticsearch",
+                "data_streams",
+                vec!["*-logs-daily".to_string()],
+            )
+            .dead_letter(&format!("dlq-{round}-{uid}"))
+            .metrics_port(port)
+            .batching(|b| b.set("linger", "20ms"));
+        let (stop, worker) = config.start()?;
+        let text = eventually(Duration::from_secs(90), "every document acknowledged", || async {
+            let text = millrace_tests::e2e::metrics_text(port).await;
+            let ok = millrace_tests::e2e::metric_value(
+                port,
+                "millrace_sink_items_total{result=\"ok\",sink=\"elasticsearch\"} ",
+            )
+            .await?;
+            (ok >= N as f64).then_some(text)
+        })
+        .await;
+        let dead: f64 = text
+            .lines()
+            .filter(|l| l.starts_with("millrace_dead_letters_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(dead, 0.0, "{round}: nothing dead-lettered");
+        stop.send(()).ok();
+        worker.await??;
+        let docs = millrace_tests::e2e::es_count(&index).await?;
+        assert_eq!(docs, N as u64, "{round}: one document per record");
+    }
     Ok(())
 }

@@ -124,6 +124,17 @@ pub struct ElasticsearchSection {
     timeout: Duration,
     /// PEM CA certificate trusted besides the system's (Elasticsearch 8 generates its own CA).
     ca_file: Option<PathBuf>,
+    /// Index names written with `create` instead of `index`, as data streams require (globs with `*`). The
+    /// defaults are Elasticsearch's built-in data stream patterns. A `create` that finds its document there
+    /// already (a redelivered record) counts as written; empty: `index` for every document.
+    #[serde(default = "default_data_streams")]
+    data_streams: Vec<String>,
+}
+
+fn default_data_streams() -> Vec<String> {
+    ["logs-*-*", "metrics-*-*", "traces-*-*", "synthetics-*-*"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// A validated InfluxDB 1.x sink.
@@ -172,6 +183,8 @@ pub struct ElasticsearchConfig {
     pub auth: EsAuth,
     pub gzip: bool,
     pub timeout: Duration,
+    /// Index globs written with `create` (data streams).
+    pub data_streams: Vec<String>,
 }
 
 /// The validated sinks: at least one is configured.
@@ -274,6 +287,7 @@ impl ElasticsearchSection {
             auth,
             gzip: self.gzip,
             timeout: self.timeout,
+            data_streams: self.data_streams,
         })
     }
 }

@@ -1,7 +1,13 @@
 //! The one driver of every sink: it takes items from the sink's queue, batches them (records, bytes, linger),
 //! keeps up to `concurrency` batches in flight, writes each through its [`Store`] and applies the [`retry`]
-//! policy to the answer: retries with backoff without limit, splits a batch in halves until the bad items are
-//! alone, and acknowledges every item as written or rejected. Stores only encode, send and read.
+//! policy to the answer: retries with backoff without limit (longer when the store sent `Retry-After`), splits
+//! a batch in halves until the bad items are alone, and acknowledges every item as written or rejected. Stores
+//! only encode, send and read.
+//!
+//! Writes of one key land in the order they came: the batches in flight come from `concurrency` writers, each
+//! writing its batches one after the other, and an item's key (a document's index and id; a point's series and
+//! timestamp) always picks the same writer. So a record that overwrites an earlier record's document or point
+//! is never overtaken by it, also when the earlier one's batch is retried.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -40,8 +46,8 @@ impl SinkMetrics {
     }
 }
 
-/// Runs a sink until its channel is closed and everything received was written: receives items, batches
-/// them, writes, retries, splits, acknowledges.
+/// Runs a sink until its channel is closed and everything received was written: receives items, hands each to
+/// the writer of its key, which batches, writes, retries, splits and acknowledges.
 pub async fn run<S: Store, A: Acker>(
     store: Arc<S>,
     mut rx: mpsc::Receiver<Vec<Item<A>>>,
@@ -50,22 +56,80 @@ pub async fn run<S: Store, A: Acker>(
 ) {
     let name = store.name();
     let m = SinkMetrics::new(&metrics, name);
-    // Up to `concurrency` batches in flight: a store's round trip does not stall the batches behind it.
-    let mut in_flight = tokio::task::JoinSet::new();
-    while let Some(first) = rx.recv().await {
-        let batch = fill(first, &mut rx, &batching).await;
-        m.batch_records.observe(batch.len() as f64);
-        while in_flight.len() >= batching.concurrency.max(1) {
-            joined(name, in_flight.join_next().await);
-        }
-        let (store, m) = (store.clone(), m.clone());
-        let backoff = Backoff::new(batching.retry_initial_backoff, batching.retry_max_backoff);
-        in_flight.spawn(async move { deliver(&*store, batch, backoff, &m).await });
+    let n = batching.concurrency.max(1);
+    let mut writers = tokio::task::JoinSet::new();
+    let mut queues = Vec::with_capacity(n);
+    for _ in 0..n {
+        // A short queue per writer: a writer stuck on a store keeps the items of its keys waiting here, and
+        // the sink's own queue (then the partitions) fills behind it.
+        let (tx, rx) = mpsc::channel::<Vec<Item<A>>>(2);
+        queues.push(tx);
+        writers.spawn(writer(store.clone(), rx, batching.clone(), m.clone()));
     }
-    while let Some(r) = in_flight.join_next().await {
+    while let Some(chunk) = rx.recv().await {
+        let mut parts: Vec<Vec<Item<A>>> = (0..n).map(|_| Vec::new()).collect();
+        if n == 1 {
+            parts[0] = chunk;
+        } else {
+            for item in chunk {
+                parts[writer_of(&item.payload, n)].push(item);
+            }
+        }
+        for (queue, part) in queues.iter().zip(parts) {
+            if !part.is_empty() && queue.send(part).await.is_err() {
+                tracing::error!(sink = name, "a sink writer stopped; its items stay unfinished");
+            }
+        }
+    }
+    drop(queues);
+    while let Some(r) = writers.join_next().await {
         joined(name, Some(r));
     }
     tracing::debug!(sink = name, "sink stopped: its queue is closed and drained");
+}
+
+/// One writer: its batches, one at a time.
+async fn writer<S: Store, A: Acker>(
+    store: Arc<S>,
+    mut rx: mpsc::Receiver<Vec<Item<A>>>,
+    batching: BatchingConfig,
+    m: SinkMetrics,
+) {
+    while let Some(first) = rx.recv().await {
+        let batch = fill(first, &mut rx, &batching).await;
+        m.batch_records.observe(batch.len() as f64);
+        let backoff = Backoff::new(batching.retry_initial_backoff, batching.retry_max_backoff);
+        deliver(&*store, batch, backoff, &m).await;
+    }
+}
+
+/// The writer of an item's key: a document's index and id; a point's series (measurement and tags) and
+/// timestamp (every point has one by now; a line's last space-separated part).
+fn writer_of(payload: &Payload, n: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    match payload {
+        Payload::Document { index, id, .. } => (index, id).hash(&mut h),
+        Payload::Line(line) => {
+            series_of(line).hash(&mut h);
+            line.rsplit_once(' ').map(|(_, ts)| ts).hash(&mut h);
+        }
+    }
+    (h.finish() % n as u64) as usize
+}
+
+/// The series of a line of line protocol: up to its first unescaped space.
+fn series_of(line: &str) -> &str {
+    let b = line.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b' ' => return &line[..i],
+            _ => i += 1,
+        }
+    }
+    line
 }
 
 fn joined(sink: &'static str, r: Option<Result<(), tokio::task::JoinError>>) {
@@ -148,7 +212,7 @@ async fn deliver<S: Store, A: Acker>(store: &S, batch: Vec<Item<A>>, mut backoff
                 Verdict::Ok | Verdict::Retry => {
                     m.up.set(0);
                     m.retries.inc();
-                    let delay = backoff.next_delay();
+                    let delay = retry::retry_delay(&error, &mut backoff);
                     tracing::warn!(sink, key = error.key(), items = batch.len(), %error, ?delay,
                         "store write failed; retrying");
                     tokio::time::sleep(delay).await;

@@ -43,6 +43,8 @@ struct FakeStore {
     /// How long a request takes.
     latency: Duration,
     requests: AtomicUsize,
+    /// Lines written (answered `Ok`), in the order the store took them.
+    written: Mutex<Vec<String>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -74,28 +76,42 @@ impl Store for FakeStore {
                 endpoint: "http://fake/write".into(),
                 status: 400,
                 message: format!("unable to parse '{bad}'"),
+                retry_after: None,
+                about_items: true,
             });
         }
         let mut busy = self.busy_items.lock().unwrap();
+        let mut written = self.written.lock().unwrap();
         Ok(lines
             .iter()
             .map(|l| {
-                if self.rejected_items.contains(*l) {
-                    return ItemResult::Reject(format!("400 mapper_parsing_exception: {l}"));
+                let r = self.item(&mut busy, l);
+                if r == ItemResult::Ok {
+                    written.push(l.to_string());
                 }
-                match busy.get_mut(*l) {
-                    Some(n) if *n > 0 => {
-                        *n -= 1;
-                        ItemResult::Retry("429 es_rejected_execution_exception: queue full".into())
-                    }
-                    _ => ItemResult::Ok,
-                }
+                r
             })
             .collect())
     }
 
     async fn ping(&self) -> bool {
         true
+    }
+}
+
+impl FakeStore {
+    /// The verdict on one item of a request answered with success.
+    fn item(&self, busy: &mut HashMap<String, usize>, l: &str) -> ItemResult {
+        if self.rejected_items.contains(l) {
+            return ItemResult::Reject(format!("400 mapper_parsing_exception: {l}"));
+        }
+        match busy.get_mut(l) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                ItemResult::Retry("429 es_rejected_execution_exception: queue full".into())
+            }
+            _ => ItemResult::Ok,
+        }
     }
 }
 
@@ -154,6 +170,8 @@ fn status(status: u16) -> SinkError {
         endpoint: "http://fake/write".into(),
         status,
         message: "no".into(),
+        retry_after: None,
+        about_items: true,
     }
 }
 
@@ -257,16 +275,105 @@ async fn batches_in_flight_are_bounded_by_concurrency() {
     let (acks, metrics) = drive(store.clone(), 24, batching(2, 3)).await;
     assert!(acks.values().all(|r| r[0].is_ok()));
     assert_eq!(store.max_in_flight.load(Ordering::SeqCst), 3);
-    assert_eq!(
-        store.requests.load(Ordering::SeqCst),
-        12,
-        "batches of max_records"
+    // Each of the 3 writers sends its items in batches of 2: 12 requests, one more per writer with an odd
+    // number of items.
+    let requests = store.requests.load(Ordering::SeqCst);
+    assert!(
+        (12..=15).contains(&requests),
+        "batches of max_records: {requests}"
     );
     assert_eq!(
         metrics
             .sink_batch_records
             .with_label_values(&["fake"])
             .get_sample_count(),
-        12
+        requests as u64
     );
+}
+
+/// Sends each chunk of lines on its own, waiting past the linger between them (so that each is its own batch),
+/// and returns once the driver finished.
+async fn drive_chunks(store: Arc<FakeStore>, chunks: &[&[&str]], batching: BatchingConfig) {
+    let metrics = Metrics::new().unwrap();
+    let acks: Acks = Arc::default();
+    let (tx, rx) = mpsc::channel(16);
+    let driver = tokio::spawn(run(store, rx, batching, metrics));
+    for chunk in chunks {
+        let items = chunk
+            .iter()
+            .map(|l| Item {
+                payload: Payload::Line(l.to_string()),
+                ack: TestAck {
+                    line: l.to_string(),
+                    acks: acks.clone(),
+                },
+            })
+            .collect();
+        tx.send(items).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(20), driver)
+        .await
+        .expect("the driver finishes")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_of_one_key_land_in_order_also_when_the_first_is_retried() {
+    // Two records write the same point (series and timestamp); the first one's batch is retried twice.
+    let first = "m,s=a v=1 1700000000000000000";
+    let second = "m,s=a v=2 1700000000000000000";
+    for concurrency in [1, 4, 16] {
+        let store = Arc::new(FakeStore {
+            busy_items: Mutex::new([(first.to_string(), 2)].into()),
+            ..FakeStore::default()
+        });
+        let mut b = batching(1000, concurrency);
+        b.retry_initial_backoff = Duration::from_millis(40);
+        b.retry_max_backoff = Duration::from_millis(80);
+        drive_chunks(store.clone(), &[&[first, "x v=1 1"], &[second, "y v=1 2"]], b).await;
+        let written = store.written.lock().unwrap().clone();
+        let of_key: Vec<&String> = written.iter().filter(|l| l.starts_with("m,s=a ")).collect();
+        assert_eq!(
+            of_key,
+            [first, second],
+            "concurrency {concurrency}: the later write lands last ({written:?})"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stores_retry_after_is_waited_for() {
+    let mut busy = status(503);
+    if let SinkError::Status { retry_after, .. } = &mut busy {
+        *retry_after = Some(Duration::from_secs(10));
+    }
+    let store = Arc::new(FakeStore {
+        failures: Mutex::new(vec![busy]),
+        ..FakeStore::default()
+    });
+    let started = tokio::time::Instant::now();
+    let (acks, _) = drive(store.clone(), 3, batching(1000, 1)).await;
+    assert!(acks.values().all(|r| r[0].is_ok()));
+    assert!(
+        started.elapsed() >= Duration::from_secs(10),
+        "retried after the store's Retry-After, not the 1-4 ms backoff: {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_400_about_the_request_is_retried_not_split_into_rejections() {
+    let mut about_request = status(400);
+    if let SinkError::Status { about_items, .. } = &mut about_request {
+        *about_items = false;
+    }
+    let store = Arc::new(FakeStore {
+        failures: Mutex::new(vec![about_request]),
+        ..FakeStore::default()
+    });
+    let (acks, _) = drive(store.clone(), 6, batching(1000, 1)).await;
+    assert!(acks.values().all(|r| r[0].is_ok()), "{acks:?}");
+    assert_eq!(store.requests.load(Ordering::SeqCst), 2, "retried whole, once");
 }

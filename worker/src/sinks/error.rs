@@ -44,6 +44,12 @@ pub enum SinkError {
         endpoint: String,
         status: u16,
         message: String,
+        /// The store's `Retry-After`, when it sent one: the retry waits at least this long.
+        retry_after: Option<std::time::Duration>,
+        /// Whether a 400 (or 413, 422) is about the items sent (a bad line, a bad document, a body too
+        /// large), so splitting the batch isolates them; `false` when it is about the request itself (a
+        /// missing or invalid parameter), which no split can fix: it is retried until an operator fixes it.
+        about_items: bool,
     },
 
     /// The store answered with success, but the answer cannot be read.
@@ -85,6 +91,19 @@ impl SinkError {
     }
 }
 
+/// A `Retry-After` header: delay-seconds or an HTTP date (RFC 9110), as a delay from now.
+pub(crate) fn retry_after(value: Option<&str>) -> Option<std::time::Duration> {
+    let v = value?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(std::time::Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or_default(),
+    )
+}
+
 /// The start of a store's answer, for a message: enough to say why, bounded (an HTML error page of a proxy).
 pub(crate) fn excerpt(text: &str) -> String {
     const MAX_CHARS: usize = 1000;
@@ -115,6 +134,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn retry_after_reads_seconds_and_http_dates() {
+        use std::time::Duration;
+        assert_eq!(retry_after(Some("120")), Some(Duration::from_secs(120)));
+        assert_eq!(retry_after(Some(" 0 ")), Some(Duration::ZERO));
+        assert_eq!(
+            retry_after(Some("Wed, 21 Oct 2015 07:28:00 GMT")),
+            Some(Duration::ZERO),
+            "past"
+        );
+        let later = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(60));
+        let d = retry_after(Some(&later)).unwrap();
+        assert!(
+            d > Duration::from_secs(50) && d <= Duration::from_secs(60),
+            "{d:?}"
+        );
+        assert_eq!(retry_after(Some("soon")), None);
+        assert_eq!(retry_after(None), None);
+    }
+
+    #[test]
     fn errors_name_their_key_and_say_whether_to_retry() {
         let ca = SinkError::Ca {
             key: "sinks.influxdb.ca_file",
@@ -129,6 +168,8 @@ mod tests {
             endpoint: "_bulk".into(),
             status,
             message: "busy".into(),
+            retry_after: None,
+            about_items: true,
         };
         assert!(status(503).is_retriable());
         assert!(status(401).is_retriable());

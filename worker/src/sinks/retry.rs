@@ -4,7 +4,8 @@
 //! | whole request                              | verdict  |
 //! | ---                                        | ---      |
 //! | 2xx                                        | ok (a bulk answer is then read item by item) |
-//! | 400, 413, 422                              | `Split`  |
+//! | 400, 413, 422 about the items sent         | `Split`  |
+//! | 400, 413, 422 about the request itself     | `Retry`  |
 //! | 408, 429, 5xx                              | `Retry`  |
 //! | 401, 403, 404                              | `Retry`  |
 //! | no answer (connection, TLS, timeout), or an unreadable one | `Retry` |
@@ -14,19 +15,21 @@
 //!   until the bad items are alone, instead of rejecting the outputs of many clients with them; a single item
 //!   is rejected with the store's message.
 //! - `Retry` on 408, 429, 5xx and no answer: the store is busy or down; the same request may succeed later.
-//! - `Retry` on 401, 403, 404: a configuration problem (credentials, database, bucket) an operator fixes; the
-//!   data is kept, partitions pause, metrics and logs say why.
+//! - `Retry` on 401, 403, 404, and on a 400 about the request itself (InfluxDB: a missing or invalid
+//!   parameter, not a line): a configuration problem (credentials, database, bucket, a read-only or flood-stage
+//!   cluster block) an operator fixes; the data is kept, partitions pause, metrics and logs say why.
 //! - `Reject`: retrying cannot help; every item is dead-lettered with the store's message.
 //!
 //! | bulk item               | result   |
 //! | ---                     | ---      |
 //! | 2xx                     | ok       |
+//! | 409 of a `create` (data streams): the document is there already (a redelivery) | ok |
 //! | 408, 429, 5xx, 0 (no status) | `Retry` |
+//! | 401, 403 (a cluster block: read-only index, flood stage), 404 (index missing, auto-creation off) | `Retry` |
 //! | anything else           | `Reject` with `<status> <type>: <reason>` |
 //!
-//! Retries have no limit: nothing is dropped. Nothing else of an answer is honoured yet (no `Retry-After`); a
-//! failed request reaches the policy as a whole [`SinkError`], so a later rule on more than the status (a
-//! header carried by [`SinkError::Status`]) is added here and in that variant, not in the stores or the driver.
+//! Retries have no limit: nothing is dropped. A store's `Retry-After` (seconds or an HTTP date, up to
+//! [`MAX_RETRY_AFTER`]) is honoured: the retry waits at least that long.
 
 use std::time::Duration;
 
@@ -45,6 +48,9 @@ pub enum Verdict {
     Reject,
 }
 
+/// The longest `Retry-After` honoured (a store asking for more is asked again then).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
 /// The verdict on a request the store answered with `status`.
 pub fn status_verdict(status: u16) -> Verdict {
     match status {
@@ -59,9 +65,13 @@ pub fn status_verdict(status: u16) -> Verdict {
 /// The verdict on a request that failed as a whole.
 pub fn request_verdict(error: &SinkError) -> Verdict {
     match error {
-        SinkError::Status { status, .. } => match status_verdict(*status) {
+        SinkError::Status {
+            status, about_items, ..
+        } => match status_verdict(*status) {
             // A success reported as a failure is a bug; sending again loses nothing.
             Verdict::Ok => Verdict::Retry,
+            // About the request, not the items: no split can fix it.
+            Verdict::Split if !about_items => Verdict::Retry,
             v => v,
         },
         SinkError::Transport { .. } | SinkError::Response { .. } => Verdict::Retry,
@@ -75,8 +85,20 @@ pub fn request_verdict(error: &SinkError) -> Verdict {
 pub fn item_result(status: u16, reason: impl FnOnce() -> String) -> ItemResult {
     match status {
         200..=299 => ItemResult::Ok,
-        0 | 408 | 429 | 500..=599 => ItemResult::Retry(reason()),
+        0 | 408 | 429 | 500..=599 | 401 | 403 | 404 => ItemResult::Retry(reason()),
         _ => ItemResult::Reject(reason()),
+    }
+}
+
+/// The delay before retrying a failed request: the backoff's, or longer when the store said so.
+pub fn retry_delay(error: &SinkError, backoff: &mut Backoff) -> Duration {
+    let step = backoff.next_delay();
+    match error {
+        SinkError::Status {
+            retry_after: Some(after),
+            ..
+        } => step.max((*after).min(MAX_RETRY_AFTER)),
+        _ => step,
     }
 }
 
@@ -153,20 +175,57 @@ mod tests {
             endpoint: "x".into(),
             status,
             message: String::new(),
+            retry_after: None,
+            about_items: true,
         };
         assert_eq!(request_verdict(&status(413)), Verdict::Split);
         assert_eq!(request_verdict(&status(405)), Verdict::Reject);
         assert_eq!(request_verdict(&status(204)), Verdict::Retry);
+        let about_request = SinkError::Status {
+            key: "sinks.influxdb",
+            endpoint: "x".into(),
+            status: 400,
+            message: "database is required".into(),
+            retry_after: None,
+            about_items: false,
+        };
+        assert_eq!(
+            request_verdict(&about_request),
+            Verdict::Retry,
+            "a 400 about the request is not split into rejections of every item"
+        );
+    }
+
+    #[test]
+    fn a_stores_retry_after_is_honoured_up_to_a_cap() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
+        let asked = |after| SinkError::Status {
+            key: "sinks.elasticsearch",
+            endpoint: "_bulk".into(),
+            status: 429,
+            message: String::new(),
+            retry_after: after,
+            about_items: true,
+        };
+        assert!(retry_delay(&asked(None), &mut b) <= Duration::from_millis(200));
+        assert_eq!(
+            retry_delay(&asked(Some(Duration::from_secs(7))), &mut b),
+            Duration::from_secs(7)
+        );
+        assert_eq!(
+            retry_delay(&asked(Some(Duration::from_secs(86_400))), &mut b),
+            MAX_RETRY_AFTER
+        );
     }
 
     #[test]
     fn bulk_items_follow_the_table() {
         let r = || "r".to_string();
         assert_eq!(item_result(201, r), ItemResult::Ok);
-        for s in [0, 408, 429, 500, 503] {
+        for s in [0, 408, 429, 500, 503, 401, 403, 404] {
             assert_eq!(item_result(s, r), ItemResult::Retry("r".into()), "{s}");
         }
-        for s in [400, 404, 409, 413] {
+        for s in [400, 409, 413] {
             assert_eq!(item_result(s, r), ItemResult::Reject("r".into()), "{s}");
         }
     }

@@ -6,10 +6,12 @@ use serde::Serialize;
 
 use crate::sinks::{ItemResult, Payload};
 
-/// `{"index":{"_index":..,"_id":..}}`
+/// `{"index":{"_index":..,"_id":..}}`, or `{"create":{...}}` for a data stream.
 #[derive(Debug, Serialize)]
-struct Action<'a> {
-    index: Target<'a>,
+#[serde(rename_all = "lowercase")]
+enum Action<'a> {
+    Index(Target<'a>),
+    Create(Target<'a>),
 }
 
 #[derive(Debug, Serialize)]
@@ -32,8 +34,22 @@ pub(super) struct Bulk {
     pub results: Vec<ItemResult>,
 }
 
+/// Whether `index` matches one of the data stream globs (`*` matches any run of characters).
+pub(super) fn is_data_stream(globs: &[String], index: &str) -> bool {
+    globs.iter().any(|g| glob_matches(g.as_bytes(), index.as_bytes()))
+}
+
+fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|i| glob_matches(rest, &name[i..])),
+        Some((c, rest)) => name.first() == Some(c) && glob_matches(rest, &name[1..]),
+    }
+}
+
 /// Encodes the documents of `batch`; a point (misrouted) or a body that is not one line is rejected, not sent.
-pub(super) fn encode(batch: &[&Payload]) -> Result<Bulk, serde_json::Error> {
+/// Documents of indices matching `data_streams` are written with `create`.
+pub(super) fn encode(batch: &[&Payload], data_streams: &[String]) -> Result<Bulk, serde_json::Error> {
     let mut body = Vec::with_capacity(batch.iter().map(|p| p.len()).sum());
     let mut sent = Vec::with_capacity(batch.len());
     let mut results = vec![ItemResult::Ok; batch.len()];
@@ -44,12 +60,13 @@ pub(super) fn encode(batch: &[&Payload]) -> Result<Bulk, serde_json::Error> {
                     results[i] = ItemResult::Reject("the document is not one line of JSON".into());
                     continue;
                 }
-                serde_json::to_writer(
-                    &mut body,
-                    &Action {
-                        index: Target { index, id },
-                    },
-                )?;
+                let target = Target { index, id };
+                let action = if is_data_stream(data_streams, index) {
+                    Action::Create(target)
+                } else {
+                    Action::Index(target)
+                };
+                serde_json::to_writer(&mut body, &action)?;
                 body.push(b'\n');
                 body.extend_from_slice(doc.as_bytes());
                 body.push(b'\n');
@@ -75,6 +92,30 @@ mod tests {
         }
     }
 
+    fn encode_plain(batch: &[&Payload]) -> Result<Bulk, serde_json::Error> {
+        encode(batch, &[])
+    }
+
+    #[test]
+    fn data_streams_are_written_with_create_and_other_indices_with_index() {
+        let globs = ["logs-*-*".to_string(), "events".to_string()];
+        let payloads = [
+            doc("logs-app-default", "1", "{}"),
+            doc("logs-app", "2", "{}"),
+            doc("events", "3", "{}"),
+            doc("events-x", "4", "{}"),
+        ];
+        let bulk = encode(&payloads.iter().collect::<Vec<_>>(), &globs).unwrap();
+        let actions: Vec<String> = lines(&bulk.body)
+            .iter()
+            .step_by(2)
+            .map(|a| a.as_object().unwrap().keys().next().unwrap().clone())
+            .collect();
+        assert_eq!(actions, ["create", "index", "create", "index"]);
+        assert!(is_data_stream(&globs, "logs-a-b-c"));
+        assert!(!is_data_stream(&globs, "xlogs-a-b"));
+    }
+
     /// The body's lines, each parsed back with serde_json.
     fn lines(body: &[u8]) -> Vec<Value> {
         let text = std::str::from_utf8(body).unwrap();
@@ -97,7 +138,7 @@ mod tests {
             .map(|(index, id)| doc(index, id, r#"{"msg":"a \"quoted\" \\ line\u0000"}"#))
             .collect();
         let refs: Vec<&Payload> = payloads.iter().collect();
-        let bulk = encode(&refs).unwrap();
+        let bulk = encode_plain(&refs).unwrap();
         assert_eq!(bulk.sent, (0..awkward.len()).collect::<Vec<_>>());
         assert!(bulk.results.iter().all(|r| *r == ItemResult::Ok));
         let lines = lines(&bulk.body);
@@ -116,7 +157,7 @@ mod tests {
     fn documents_are_sent_as_given() {
         let d = r#"{"b":1,"a":[true,null,"é"],"n":1.5e3}"#;
         let payloads = [doc("i", "1", d)];
-        let bulk = encode(&payloads.iter().collect::<Vec<_>>()).unwrap();
+        let bulk = encode_plain(&payloads.iter().collect::<Vec<_>>()).unwrap();
         let text = String::from_utf8(bulk.body).unwrap();
         assert_eq!(
             text,
@@ -132,7 +173,7 @@ mod tests {
             doc("i", "2", "{\n\"pretty\": true\n}"),
             doc("i", "3", "{\"ok\":1}"),
         ];
-        let bulk = encode(&payloads.iter().collect::<Vec<_>>()).unwrap();
+        let bulk = encode_plain(&payloads.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(bulk.sent, [0, 3]);
         assert!(matches!(&bulk.results[1], ItemResult::Reject(r) if r.contains("point")));
         assert!(matches!(&bulk.results[2], ItemResult::Reject(r) if r.contains("one line")));
@@ -143,7 +184,7 @@ mod tests {
 
     #[test]
     fn an_empty_batch_is_an_empty_body() {
-        let bulk = encode(&[]).unwrap();
+        let bulk = encode_plain(&[]).unwrap();
         assert!(bulk.body.is_empty() && bulk.sent.is_empty() && bulk.results.is_empty());
     }
 }

@@ -24,6 +24,8 @@ const SECTION: &str = "sinks.elasticsearch";
 #[derive(Debug)]
 pub struct ElasticsearchStore {
     client: Elasticsearch,
+    /// Index globs written with `create` (data streams).
+    data_streams: Vec<String>,
 }
 
 impl ElasticsearchStore {
@@ -66,6 +68,7 @@ impl ElasticsearchStore {
         })?;
         Ok(Self {
             client: Elasticsearch::new(transport),
+            data_streams: c.data_streams.clone(),
         })
     }
 }
@@ -83,6 +86,7 @@ mod tests {
             auth: EsAuth::None,
             gzip: false,
             timeout: Duration::from_secs(1),
+            data_streams: Vec::new(),
         }
     }
 

@@ -32,13 +32,19 @@ pub(super) fn read(text: &str, sent: &[usize], results: &mut [ItemResult]) -> Re
     Ok(())
 }
 
-/// The result of one item: its action's status and error, through the policy.
+/// The result of one item: its action's status and error, through the policy. A `create` answered 409 found
+/// the document there already: a redelivered record's, written the first time; it is done.
 fn item_result(item: &Map<String, Value>) -> ItemResult {
-    let op = item.values().next().unwrap_or(&Value::Null);
+    let Some((action, op)) = item.iter().next() else {
+        return ItemResult::Retry("an empty item in the bulk answer".into());
+    };
     let status = op["status"]
         .as_u64()
         .and_then(|s| u16::try_from(s).ok())
         .unwrap_or(0);
+    if action == "create" && status == 409 {
+        return ItemResult::Ok;
+    }
     retry::item_result(status, || match &op["error"] {
         Value::Object(e) => format!(
             "{status} {}: {}",
@@ -71,8 +77,11 @@ mod tests {
             {"index": {"status": 503, "error": "unavailable_shards"}},
             {"create": {"status": 409}},
             {"index": {}},
+            {"index": {"status": 409, "error": {"type": "version_conflict_engine_exception", "reason": "v"}}},
+            {"index": {"status": 403, "error": {"type": "cluster_block_exception", "reason": "index [i] blocked by: [TOO_MANY_REQUESTS/12/disk usage exceeded flood-stage watermark, index has read-only-allow-delete block]"}}},
+            {"index": {"status": 404, "error": {"type": "index_not_found_exception", "reason": "no such index [i]"}}},
         ]});
-        let r = results(answer, &[0, 1, 2, 4, 5, 6], 7).unwrap();
+        let r = results(answer, &[0, 1, 2, 4, 5, 6, 7, 8, 9], 10).unwrap();
         assert_eq!(r[0], ItemResult::Ok);
         assert_eq!(
             r[1],
@@ -84,8 +93,19 @@ mod tests {
         );
         assert_eq!(r[3], ItemResult::Ok, "not sent: left as it was");
         assert_eq!(r[4], ItemResult::Retry("503 \"unavailable_shards\"".into()));
-        assert_eq!(r[5], ItemResult::Reject("status 409".into()));
+        assert_eq!(
+            r[5],
+            ItemResult::Ok,
+            "a create that found its document: a redelivery, done"
+        );
         assert_eq!(r[6], ItemResult::Retry("status 0".into()), "no status: retried");
+        assert!(matches!(&r[7], ItemResult::Reject(m) if m.starts_with("409 version_conflict")));
+        assert!(
+            matches!(&r[8], ItemResult::Retry(m) if m.contains("flood-stage")),
+            "a cluster block is retried, not dead-lettered: {:?}",
+            r[8]
+        );
+        assert!(matches!(&r[9], ItemResult::Retry(m) if m.starts_with("404 index_not_found")));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use elasticsearch::BulkParts;
 
 use super::{ElasticsearchStore, SECTION, encoder, response};
-use crate::sinks::error::{error_chain, excerpt};
+use crate::sinks::error::{error_chain, excerpt, retry_after};
 use crate::sinks::{ItemResult, Payload, SinkError, Store};
 
 /// Where errors say they come from.
@@ -22,7 +22,8 @@ impl Store for ElasticsearchStore {
             endpoint: ENDPOINT.into(),
             message,
         };
-        let bulk = encoder::encode(batch).map_err(|e| transport(format!("encoding: {e}")))?;
+        let bulk =
+            encoder::encode(batch, &self.data_streams).map_err(|e| transport(format!("encoding: {e}")))?;
         if bulk.sent.is_empty() {
             return Ok(bulk.results);
         }
@@ -40,12 +41,16 @@ impl Store for ElasticsearchStore {
             message,
         };
         if !(200..300).contains(&status) {
+            let after = retry_after(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()));
             let text = resp.text().await.unwrap_or_default();
             return Err(SinkError::Status {
                 key: SECTION,
                 endpoint: ENDPOINT.into(),
                 status,
                 message: excerpt(&text),
+                retry_after: after,
+                // The body holds nothing but the documents: a 400, 413 or 422 is about them.
+                about_items: true,
             });
         }
         let text = resp.text().await.map_err(|e| unreadable(error_chain(&e)))?;
