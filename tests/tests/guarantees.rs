@@ -17,6 +17,8 @@
 //!   paused for good.
 //! - Documents of data streams are written with `create`: delivered again (a second consumer group), the
 //!   store answers 409 for each (the document is there) and that counts as written, not as a dead letter.
+//! - SIGTERM with a store down: the worker drains once (up to `drain_timeout`), commits what finished, leaves
+//!   the group and exits within the grace period; leaving the group does not start a second drain.
 //! - A dead-letter topic that does not exist (and may not be created) fails the worker loudly: `/healthz` turns
 //!   503 naming the topic, the worker drains and exits with an error, and the record's offset is not
 //!   committed (it is delivered again once the topic exists).
@@ -493,5 +495,68 @@ async fn data_streams_are_written_with_create_and_a_redelivery_is_not_a_dead_let
         let docs = millrace_tests::e2e::es_count(&index).await?;
         assert_eq!(docs, N as u64, "{round}: one document per record");
     }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_with_a_store_down_drains_once_and_exits_within_the_grace_period() -> Result<()> {
+    let uid = unique("term").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let db = format!("db_{uid}");
+    create_db(&db).await?;
+    let (topic, group) = (format!("src-{uid}"), format!("g-{uid}"));
+    let records: Vec<_> = (0..50).map(millrace_tests::e2e::metric_record).collect();
+    millrace_tests::e2e::produce(&topic, &records).await?;
+    let proxy = millrace_tests::TcpProxy::start(&addr("influxdb")).await?;
+    proxy.set_down(true);
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let file = dir.path().join("worker.toml");
+    TestConfig::for_group(&group)
+        .registry_cache(&dir.path().join("cache"))
+        .binding(
+            Binding::topic(&topic)
+                .plugin(&format!("{repo}@{digest}"))
+                .measurements(["env_"]),
+        )
+        .influxdb_url(&format!("http://{}", proxy.addr), &db)
+        .dead_letter(&unique("dlq"))
+        .metrics_port(port)
+        .pipeline(|p| p.set("drain_timeout", "3s"))
+        .write(&file)?;
+    let log = dir.path().join("worker.log");
+    let child = std::process::Command::new(millrace_tests::e2e::millrace_bin())
+        .args(["worker", "--config"])
+        .arg(&file)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()?;
+    // Every record taken and waiting for the store.
+    eventually(Duration::from_secs(60), "records in flight", || async {
+        let n = millrace_tests::e2e::metric_value(port, "millrace_in_flight_records ").await?;
+        (n >= 50.0).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let status = millrace_tests::e2e::terminate(child).await?;
+    let took = started.elapsed();
+    let text = std::fs::read_to_string(&log)?;
+    println!("SIGTERM with the store down: exited {status} after {took:?}");
+    assert!(status.success(), "a graceful exit: {status}\n{text}");
+    assert_eq!(
+        text.matches("drain timed out").count(),
+        1,
+        "one drain, not a second one when leaving the group: {:#?}",
+        text.lines()
+            .filter(|l| l.contains("drain") || l.contains("revoked"))
+            .collect::<Vec<_>>()
+    );
+    // The grace period Kubernetes gives (the chart: drain_timeout + 15 s) is never reached.
+    assert!(took < Duration::from_secs(3 + 15), "exited after {took:?}");
+    // Nothing was written, so nothing was committed: every record is delivered again.
+    let offsets = committed(&group, &[topic.as_str()])?;
+    assert_eq!(offsets.get(&topic).copied().unwrap_or(0), 0, "{offsets:?}");
     Ok(())
 }

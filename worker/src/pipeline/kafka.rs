@@ -41,6 +41,9 @@ pub struct SourceContext {
     pub drain_timeout: Duration,
     /// Set once the first assignment (possibly empty) arrived: the worker is in the group.
     pub joined: Arc<AtomicBool>,
+    /// Set when the worker stops: the shutdown already drained once, so the revoke that leaving the group
+    /// starts does not wait a second `drain_timeout` (the grace period is one drain plus a few seconds).
+    pub stopping: Arc<AtomicBool>,
 }
 
 /// Waits until the trackers have nothing in flight, or the timeout.
@@ -128,7 +131,11 @@ impl ConsumerContext for SourceContext {
             partitions = revoked.len(),
             "partitions revoked: draining in-flight records"
         );
-        let drained = drain(&revoked, self.drain_timeout);
+        let drained = if self.stopping.load(Ordering::Acquire) {
+            revoked.iter().all(|t| t.in_flight() == 0)
+        } else {
+            drain(&revoked, self.drain_timeout)
+        };
         store_offsets(consumer, &revoked);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revoke");

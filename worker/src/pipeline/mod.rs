@@ -54,8 +54,11 @@ use crate::metrics::Metrics;
 use crate::resident::Residency;
 use crate::sinks;
 
-/// How long the stores get, after the lanes stopped, to write the last outputs at shutdown.
-const SINK_GRACE: Duration = Duration::from_secs(10);
+/// How long the stores get, after the drain, to write the last outputs at shutdown. The drain already waited
+/// up to `drain_timeout` for every record's outputs: what is left is a store that is down or slow, whose
+/// records stay uncommitted and are delivered again; the whole shutdown stays within `drain_timeout` plus a
+/// few seconds.
+const SINK_GRACE: Duration = Duration::from_secs(2);
 
 /// Runs a worker until `shutdown` resolves: loads plugins, serves `/metrics`, `/healthz` and `/readyz`,
 /// consumes, processes, writes, commits; then drains and commits what is in flight and leaves the group.
@@ -158,6 +161,7 @@ pub async fn run(
         metrics: metrics.clone(),
         drain_timeout: config.pipeline.drain_timeout,
         joined,
+        stopping: stop.clone(),
     };
     let consumer = kafka::consumer(&config, &bindings::subscriptions(&table.snapshot()), context)?;
     let poll = Poll {
