@@ -17,6 +17,8 @@
 //!   paused for good.
 //! - Documents of data streams are written with `create`: delivered again (a second consumer group), the
 //!   store answers 409 for each (the document is there) and that counts as written, not as a dead letter.
+//! - A topic deleted and created again (its offsets start at 0 again) does not overwrite the old topic's
+//!   documents: default document ids hold the record's timestamp besides partition and offset.
 //! - SIGTERM with a store down: the worker drains once (up to `drain_timeout`), commits what finished, leaves
 //!   the group and exits within the grace period; leaving the group does not start a second drain.
 //! - A dead-letter topic that does not exist (and may not be created) fails the worker loudly: `/healthz` turns
@@ -558,5 +560,63 @@ async fn sigterm_with_a_store_down_drains_once_and_exits_within_the_grace_period
     // Nothing was written, so nothing was committed: every record is delivered again.
     let offsets = committed(&group, &[topic.as_str()])?;
     assert_eq!(offsets.get(&topic).copied().unwrap_or(0), 0, "{offsets:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_topic_deleted_and_created_again_does_not_overwrite_the_old_topics_documents() -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    const N: usize = 5;
+    let uid = unique("recreate").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let topic = format!("t-{uid}");
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .create()?;
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let dir = tempfile::tempdir()?;
+    // seed-router writes a log record as a document without an id, to `<service>-logs-daily`.
+    let index = format!("svc{uid}-logs-daily");
+    for (round, incarnation) in ["old", "new"].iter().enumerate() {
+        if round == 1 {
+            admin.delete_topics(&[&topic], &options).await?;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        admin
+            .create_topics(&[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))], &options)
+            .await?;
+        let records: Vec<(String, Vec<u8>)> = (0..N)
+            .map(|i| {
+                let rid = round * N + i;
+                let value =
+                    format!(r#"{{"type":"log","service":"svc{uid}","rid":{rid},"of":"{incarnation}"}}"#);
+                (format!("k{rid}"), value.into_bytes())
+            })
+            .collect();
+        millrace_tests::e2e::produce(&topic, &records).await?;
+        let port = free_port();
+        let config = TestConfig::for_group(&format!("g-{incarnation}-{uid}"))
+            .registry_cache(dir.path())
+            .binding(
+                Binding::topic(&topic)
+                    .plugin(&format!("{repo}@{digest}"))
+                    .indices([index.as_str()]),
+            )
+            .elasticsearch()
+            .dead_letter(&format!("dlq-{uid}"))
+            .metrics_port(port)
+            .batching(|b| b.set("linger", "20ms"));
+        run_until_processed(config, port, N).await?;
+    }
+    let docs = millrace_tests::e2e::es_docs(&index).await?;
+    let rids: std::collections::BTreeSet<u64> = docs.iter().map(|(rid, _)| *rid).collect();
+    assert_eq!(
+        rids,
+        (0..2 * N as u64).collect(),
+        "both incarnations' documents: {docs:?}"
+    );
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! Stage 3 of the pipeline, the router: each output of an accepted record is checked against its binding's
-//! allowed indices and measurements, given its deterministic id (documents: `topic-partition-offset-n`, so a
+//! allowed indices and measurements, given its deterministic id (documents: [`default_document_id`], so a
 //! redelivered record overwrites itself) or its default timestamp (points without one get the record's
 //! millisecond plus nanoseconds unique per partition, offset and point: [`unique_timestamp_ns`]), and queued
 //! to its sinks with one share of the record each. Outputs not allowed, or for a store that is not
@@ -71,7 +71,15 @@ impl Router {
                         refused.push(format!("output {i}: index `{}` is not allowed", d.index()));
                     } else if self.documents.is_some() {
                         let id = d.id().map_or_else(
-                            || format!("{}-{}-{}-{i}", rec.topic, rec.partition, rec.offset),
+                            || {
+                                default_document_id(
+                                    &rec.topic,
+                                    rec.partition,
+                                    rec.offset,
+                                    rec.timestamp_ms,
+                                    i,
+                                )
+                            },
                             str::to_string,
                         );
                         let (index, body, _) = d.into_parts();
@@ -111,6 +119,25 @@ impl Router {
                 .split()
                 .dead_letter(DeadLetterKind::OutputNotAllowed, refused.join("; "));
         }
+    }
+}
+
+/// The id of a document the plugin wrote without one: `<topic>-<partition>-<offset>-<timestamp ms>-<output>`.
+/// Deterministic (a redelivered record overwrites its own documents), and distinct across incarnations of a
+/// topic: a topic deleted and created again starts its offsets at 0, and its records would overwrite the old
+/// topic's documents if the id held the offset alone. The record's timestamp stands in for the topic's id
+/// (KIP-516), which the Kafka client library does not give; only a record of the new topic with the same
+/// partition, offset and millisecond as one of the old would meet it.
+pub(super) fn default_document_id(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    timestamp_ms: Option<i64>,
+    output: usize,
+) -> String {
+    match timestamp_ms {
+        Some(ts) => format!("{topic}-{partition}-{offset}-{ts}-{output}"),
+        None => format!("{topic}-{partition}-{offset}-none-{output}"),
     }
 }
 
@@ -197,6 +224,21 @@ mod tests {
             [ms, ms, ms, None, ms]
         );
         assert_eq!(default_timestamps(&outputs[..1], true, 7, 1, 2), [at(0)]);
+    }
+
+    #[test]
+    fn default_document_ids_are_deterministic_and_differ_across_topic_incarnations() {
+        let id = super::default_document_id("t", 1, 0, Some(1_700_000_000_000), 2);
+        assert_eq!(id, "t-1-0-1700000000000-2");
+        assert_eq!(
+            id,
+            super::default_document_id("t", 1, 0, Some(1_700_000_000_000), 2)
+        );
+        assert_ne!(
+            id,
+            super::default_document_id("t", 1, 0, Some(1_800_000_000_000), 2)
+        );
+        assert_eq!(super::default_document_id("t", 0, 5, None, 0), "t-0-5-none-0");
     }
 
     #[test]
