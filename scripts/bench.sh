@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: benchmarks, each with a baseline measured in the same run; figures go to BENCHMARKS.md.
 #   MILLRACE_BENCH_SECONDS   measurement time per run (default 3)
+#   MILLRACE_BENCH_MANY      binding counts of the many-clients section (default "10 100 300 1000"; scripts/bench/many.sh)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECS=${MILLRACE_BENCH_SECONDS:-3}
@@ -139,3 +140,7 @@ PY
     kill "$BH"
 } >"$OUT/pipeline.jsonl"
 python3 scripts/bench/report.py pipeline "$OUT/pipeline.jsonl" BENCHMARKS.md
+
+# Many clients (issue 12): 10 / 100 / 300 / 1000 bindings on one worker, and fairness beside a noisy client
+# (MILLRACE_BENCH_MANY and the other knobs: see the script; runnable alone).
+scripts/bench/many.sh

@@ -48,6 +48,8 @@ step "guest plugins (wasm32-wasip1)"
 scripts/build-plugins.sh
 step "guest SDK and plugin logic, natively on the host"
 (cd plugins && cargo test --workspace)
+step "Go SDK and Go plugins' logic, natively (gofmt, go vet, go test)"
+scripts/test-go.sh
 step "host unit and end-to-end tests"
 cargo test --workspace
 if docker info >/dev/null 2>&1; then

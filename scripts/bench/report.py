@@ -158,6 +158,202 @@ def pipeline_section(lines: list) -> str:
     ])
 
 
+def many_section(lines: list) -> str:
+    setup = next((d["r"] for d in lines if d["run"] == "setup"), {})
+    runs = [(d.get("mode", "cold"), d["r"]) for d in lines if d["run"] == "bindings"]
+    fair = next((d["r"] for d in lines if d["run"] == "fairness"), None)
+    GiB, MiB = 1 << 30, 1 << 20
+
+    def secs(v):
+        return "n/a" if v is None else f"{v:.2f} s"
+
+    def mib(v):
+        return "n/a" if v is None else f"{v / MiB:,.0f} MiB"
+
+    def ms(v):
+        return "n/a" if v is None else f"{v:,.0f} ms"
+
+    plugin = setup.get("plugin") or (runs[0][1].get("plugin") if runs else "seed_router")
+    first = runs[0][1] if runs else {}
+    rows = []
+    for mode, r in runs:
+        n = r.get("bindings") or 0
+        load, load_ms = r.get("load_s"), r.get("load_ms")
+        per = f" ({load_ms / n:,.{0 if load_ms >= 10 * n else 1}f} ms/binding)" if load_ms is not None and n else ""
+        resident = r.get("compiled_plugins_resident")
+        resident_s = "n/a" if resident is None else f"{resident:,.0f} ({mib(r.get('compiled_plugins_resident_bytes'))})"
+        rows.append(
+            f"| {n:,} | {mode} | {secs(load)}{per} | {secs(r.get('joined_s'))} | {secs(r.get('first_output_s'))} "
+            f"| {secs(r.get('first_output_after_join_s'))} | {secs(r.get('drain_s'))} | {mib(r.get('rss_peak_bytes'))} "
+            f"| {mib(r.get('rss_bytes'))} | {resident_s} |"
+        )
+    cold = [r for mode, r in runs if mode == "cold"]
+    warm = [r for mode, r in runs if mode == "warm"]
+    biggest = max(cold, key=lambda r: r.get("bindings", 0), default={})
+    smallest = min(cold, key=lambda r: r.get("bindings", 0), default={})
+    after_join = [r["first_output_after_join_s"] for _, r in runs if r.get("first_output_after_join_s") is not None]
+    figures = []
+    if biggest:
+        peak = biggest.get("rss_peak_bytes")
+        verdict = "" if peak is None or biggest["bindings"] < 1000 else (" (met)" if peak <= 2 * GiB else " (missed)")
+        figures.append(f"| {biggest['bindings']:,} bindings, peak resident memory | {mib(peak)}{verdict} | "
+                       f"{'<= 2 GiB' if biggest['bindings'] >= 1000 else '2 GiB for 1,000 bindings'} |")
+    if after_join:
+        worst = max(after_join)
+        figures.append(f"| first output after joining, worst run | {worst:.2f} s{' (met)' if worst <= 2 else ' (missed)'} | <= 2 s |")
+    if biggest.get("load_ms") is not None and biggest.get("bindings"):
+        figures.append(f"| load, cold (pull, verify, compile), per binding at {biggest['bindings']:,} bindings | "
+                       f"{biggest['load_ms'] / biggest['bindings']:,.0f} ms | |")
+    for label, group in (("cold", cold), ("warm restart", warm)):
+        per_binding = memory_slope(group)
+        if per_binding:
+            (lo, hi, slope) = per_binding
+            figures.append(f"| steady resident memory per binding, {label} ({lo:,} -> {hi:,} bindings) "
+                           f"| {slope / 1024:,.0f} KiB | |")
+
+    out = [
+        f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
+        "",
+        f"Method: each client has its own topic ({first.get('partitions', '?')} partitions), its own digest of "
+        f"`{plugin}` (the example module with a custom section of its own: the same code, a distinct module to "
+        f"pull, compile and keep) and {first.get('records_per_client', first.get('records', 0) // max(first.get('bindings', 1), 1)):,} "
+        "records waiting in Kafka. One `millrace worker` (release build, default lanes, `memory_budget` 2 GiB: the "
+        "default without a container limit) starts with all the bindings; both stores are a blackhole that notes "
+        "when each output arrives. Cold: an empty plugin cache (pull, verify and compile every module); warm: a "
+        "restart on the cold run's cache, in a new consumer group. Times count from the process start: every "
+        "binding loaded (the worker's `initial bindings loaded`), the first partitions assigned (joined), the first "
+        "output in the store, every output in the store (drained). Memory from `/proc/PID/status`: peak (`VmHWM`) "
+        "and resident 3 s after the drain with every binding loaded (`VmRSS`, steady); compiled plugins resident "
+        "from `millrace_compiled_plugins_resident` and `_bytes`. One run per row; broker, blackhole and worker share "
+        "the machine's cores.",
+        "",
+        "| bindings | cache | all loaded | joined | first output | after joining | drained | peak RSS | steady RSS | compiled plugins resident |",
+        "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        *rows,
+        "",
+        "| figure | value | goal |",
+        "| --- | --- | --- |",
+        *figures,
+    ]
+    if fair:
+        alone, beside = fair.get("alone", {}), fair.get("beside", {})
+        ratio = (f"{beside['p99_ms'] / alone['p99_ms']:.2f}x" if alone.get("p99_ms") and beside.get("p99_ms") else "n/a")
+        goal = fair.get("goal_p99_ms")
+        met = fair.get("met")
+        out += [
+            "",
+            f"Fairness: one worker with one lane (`pipeline.lanes = 1`: both clients share it, the hard case). The quiet "
+            f"client (`seed_router`) produces {fair.get('rate', 0):,.0f} records/s for {fair.get('seconds', 0):.0f} s alone, "
+            f"then as long again beside a noisy client: `hostile`, every record spinning until its fuel runs out, "
+            f"`cpu_budget = {fair.get('cpu_budget')}`, a backlog of {fair.get('backlog', 0):,} records produced just "
+            "before. Latency of a quiet record: its point's arrival in the blackhole store minus the record's Kafka "
+            "timestamp (set by the producer); exact percentiles over every record of the phase. The batching linger "
+            "(200 ms by default) and the broker's delivery are part of both phases.",
+            "",
+            "| quiet client | records | p50 | p99 | max |",
+            "| --- | ---: | ---: | ---: | ---: |",
+            f"| alone | {alone.get('records', 0):,} | {ms(alone.get('p50_ms'))} | {ms(alone.get('p99_ms'))} | {ms(alone.get('max_ms'))} |",
+            f"| beside the noisy client | {beside.get('records', 0):,} | {ms(beside.get('p50_ms'))} | {ms(beside.get('p99_ms'))} | {ms(beside.get('max_ms'))} |",
+            "",
+            "| figure | value | goal |",
+            "| --- | --- | --- |",
+            f"| quiet p99 beside / alone | {ratio} | |",
+            f"| quiet p99 beside the noisy client | {ms(beside.get('p99_ms'))}"
+            f"{'' if met is None else (' (met)' if met else ' (missed)')} | <= 2 x alone p99 + one deadline "
+            f"({fair.get('deadline_ms', 100):.0f} ms) = {ms(goal)} |",
+            f"| noisy client during the phase | {fair.get('noisy_records_during', 0):,.0f} records, "
+            f"{fair.get('noisy_cores_during', 0):.2f} cores of plugin time, throttled {fair.get('noisy_throttled_s_during', 0):.1f} s "
+            f"| at most {fair.get('cpu_budget')} cores |",
+        ]
+    out += ["", "### Reading the many-clients figures", "", *reading_many(runs, cold, warm, biggest, smallest, fair)]
+    return "\n".join(out)
+
+
+def memory_slope(group: list):
+    """(fewest, most, bytes per binding) of the steady resident memory between the smallest and largest run."""
+    rs = [r for r in group if r.get("rss_bytes") and r.get("bindings")]
+    if len(rs) < 2:
+        return None
+    lo, hi = min(rs, key=lambda r: r["bindings"]), max(rs, key=lambda r: r["bindings"])
+    if hi["bindings"] == lo["bindings"]:
+        return None
+    return lo["bindings"], hi["bindings"], (hi["rss_bytes"] - lo["rss_bytes"]) / (hi["bindings"] - lo["bindings"])
+
+
+def reading_many(runs, cold, warm, biggest, smallest, fair) -> list:
+    """What bounds each figure, stated from the run's own numbers."""
+    MiB = 1 << 20
+    notes = []
+    if biggest.get("load_s") and biggest.get("bindings"):
+        n = biggest["bindings"]
+        load_ms = biggest.get("load_ms") or biggest["load_s"] * 1000
+        text = (f"- **Start-up from a cold cache is bound by compiling.** {n:,} bindings took {load_ms / 1000:.1f} s to "
+                f"load (the worker's own count, from the start of loading), {load_ms / n:,.0f} ms of wall time per binding with the worker compiling as many plugins at "
+                "once as there are cores (up to 8), each pulled, verified, compiled and probed")
+        w = next((r for r in warm if r.get("bindings") == n and r.get("load_ms") is not None), None)
+        if w:
+            text += (f"; a restart on the warm cache loaded the same {n:,} in {w['load_ms'] / 1000:.2f} s "
+                     f"({w['load_ms'] / n:,.1f} ms per binding: compiled artifacts read from the disk cache)")
+        notes.append(text + ".")
+    timed = [r for r in cold if r.get("joined_s") is not None and r.get("load_s") is not None and r.get("drain_s")]
+    if timed:
+        each = "; ".join(
+            f"{r['bindings']:,} bindings: joined {r['joined_s']:.1f} s, all loaded {r['load_s']:.1f} s, drained "
+            f"{r['drain_s']:.1f} s" for r in timed)
+        notes.append(
+            "- **Joining and draining follow the group's rebalances.** The worker subscribes to each binding's topics "
+            "as the binding loads (bindings are published every 500 ms while the others compile), and a changed "
+            "subscription gets its partitions at the group's next rebalance; on this broker a join takes about half "
+            f"the session timeout (6 s here). Cold runs: {each}. After joining, the first output reaches the store "
+            "within the batching linger (200 ms) plus one fetch.")
+    if biggest.get("compiled_plugins_resident") is not None and biggest.get("bindings"):
+        n, res = biggest["bindings"], biggest["compiled_plugins_resident"]
+        size = biggest.get("compiled_plugins_resident_bytes") or 0
+        each = size / res / 1024 if res else 0
+        text = (f"- **Memory.** A compiled `{biggest.get('plugin')}` holds about {each:,.0f} KiB "
+                f"(`millrace_compiled_plugins_resident_bytes`); at {n:,} bindings {res:,.0f} were resident "
+                f"({size / MiB:,.0f} MiB)")
+        if res < n:
+            text += (f", and {biggest.get('compiled_plugin_unloads', 0):,.0f} unloads kept them within the "
+                     "compiled-plugin quarter of the memory budget (512 MiB of 2 GiB): the least recently used leave "
+                     "memory and come back from the disk cache when their binding has a record "
+                     f"({biggest.get('compiled_plugin_reloads', 0):,.0f} times in this run)")
+        text += "."
+        slopes = [(label, memory_slope(g)) for label, g in (("cold", cold), ("after a warm restart", warm))]
+        slopes = [(label, x) for label, x in slopes if x]
+        if slopes:
+            text += " Steady resident memory grows by " + " and ".join(
+                f"{x[2] / 1024:,.0f} KiB per binding {label}" for label, x in slopes) + "."
+        same = [(c, w) for c in cold for w in warm if c.get("bindings") == w.get("bindings")
+                and c.get("rss_bytes") and w.get("rss_bytes")]
+        if same:
+            c, w = max(same, key=lambda cw: cw[0]["bindings"])
+            text += (f" At {c['bindings']:,} bindings the cold run stayed at {c['rss_bytes'] / MiB:,.0f} MiB and the "
+                     f"warm restart at {w['rss_bytes'] / MiB:,.0f} MiB: the difference is what compiling left resident "
+                     "(the compiler's freed working memory, which the allocator keeps). The peak "
+                     f"({biggest.get('rss_peak_bytes', 0) / MiB:,.0f} MiB cold at {n:,}) comes while loading, with "
+                     "the compilers' working memory and the records in flight on top.")
+        notes.append(text)
+    if fair:
+        alone, beside = fair.get("alone", {}), fair.get("beside", {})
+        text = (f"- **Fairness** on one lane: the quiet client's p99 went from {alone.get('p99_ms')} ms alone to "
+                f"{beside.get('p99_ms')} ms beside the noisy client, whose records each cost a run to the fuel limit "
+                f"and which used {fair.get('noisy_cores_during', 0):.2f} cores of plugin time (budget "
+                f"{fair.get('cpu_budget')}). A quiet record waits at most for the noisy record running when it "
+                "arrives (deficit round robin; the noisy client's budget pauses its partitions when spent). Most of "
+                "the quiet latency in both phases is the batching linger and the broker's delivery.")
+        left = fair.get("noisy_left_after")
+        if left is not None and left <= 0:
+            text += (" **The noisy backlog ran out during the phase**: raise `MILLRACE_BENCH_FAIRNESS_BACKLOG` so that "
+                     "it lasts; as it is, the phase ends with the quiet client alone.")
+        notes.append(text)
+    dups = sum(r.get("duplicates", 0) for _, r in runs) + (fair or {}).get("duplicates", 0)
+    problems = sum(r.get("warnings", 0) + r.get("errors", 0) for _, r in runs)
+    notes.append(f"- Outputs delivered twice: {dups:,}; warnings and errors in the workers' logs: {problems:,} "
+                 "(`target/bench/many-*.log`).")
+    return notes
+
+
 def main() -> int:
     section, results, path = sys.argv[1], sys.argv[2], sys.argv[3]
     with open(results) as f:
@@ -165,14 +361,15 @@ def main() -> int:
     if section == "runtime":
         body = runtime_section({d["run"]: d["r"] for d in lines})
     else:
-        body = {"registry": registry_section, "pipeline": pipeline_section}[section](lines)
+        body = {"registry": registry_section, "pipeline": pipeline_section, "many": many_section}[section](lines)
     begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
     block = f"{begin}\n{body}\n{end}"
     text = open(path).read() if os.path.exists(path) else "# Benchmarks\n\nWritten by `make bench`.\n"
     if begin in text:
         text = re.sub(re.escape(begin) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
     else:
-        title = {"runtime": "Plugin runtime", "registry": "Plugin registry", "pipeline": "Pipeline end to end"}.get(section, section)
+        title = {"runtime": "Plugin runtime", "registry": "Plugin registry", "pipeline": "Pipeline end to end",
+                 "many": "Many clients"}.get(section, section)
         text = text.rstrip("\n") + f"\n\n## {title}\n\n{block}\n"
     with open(path, "w") as f:
         f.write(text)

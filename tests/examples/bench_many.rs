@@ -39,6 +39,16 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(1800);
 
 #[tokio::main]
 async fn main() -> Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    // Interrupted: the subcommand's future is dropped, and with it the worker process it started (killed).
+    tokio::select! {
+        r = run() => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+        _ = term.recv() => bail!("terminated"),
+    }
+}
+
+async fn run() -> Result<()> {
     let a: Vec<String> = std::env::args().collect();
     match a.get(1).map(String::as_str) {
         Some("setup") if a.len() >= 10 => {
@@ -64,12 +74,14 @@ async fn main() -> Result<()> {
         Some("setup-fairness") if a.len() == 7 => {
             setup_fairness(&a[2], &a[3], &a[4], a[5].parse()?, &a[6]).await
         }
-        Some("fairness") if a.len() == 13 => {
+        Some("fairness") if a.len() == 12 => {
             let ports = (a[6].parse()?, a[7].parse()?);
             let load = (a[9].parse()?, a[10].parse()?, a[11].parse()?);
             fairness(&a[2], &a[3], &a[4], &a[5], ports, &a[8], load).await
         }
-        _ => bail!("see the usage in the source"),
+        _ => bail!(
+            "usage: bench_many setup|measure|setup-fairness|fairness ARGS (see tests/examples/bench_many.rs)"
+        ),
     }
 }
 
@@ -86,8 +98,8 @@ fn now_ms() -> i64 {
 // ---------------------------------------------------------------------------------------------------------
 // Setup: modules, topics, records, bindings.
 
-/// What each plugin makes of a client's records: the records' values and the outputs per record.
-fn client_records(plugin: &str, client: usize, records: usize) -> Result<(Vec<(String, Vec<u8>)>, u64)> {
+/// A client's records on its topic, and the outputs each record makes with `plugin`.
+fn client_batch(plugin: &str, topic: &str, client: usize, records: usize) -> Result<(Batch, u64)> {
     let per_record = match plugin {
         "seed_router" => 1, // a metric: one point
         "c_envelope" => 2,  // a point and a document
@@ -104,7 +116,7 @@ fn client_records(plugin: &str, client: usize, records: usize) -> Result<(Vec<(S
             (format!("c{client}-{r}"), value.to_string().into_bytes())
         })
         .collect();
-    Ok((values, per_record))
+    Ok(((topic.to_string(), values), per_record))
 }
 
 #[allow(clippy::too_many_arguments)] // the subcommand's arguments
@@ -137,9 +149,9 @@ async fn setup(
     let mut per_record = 0;
     let mut batches: Vec<Batch> = Vec::with_capacity(clients);
     for (c, topic) in topics.iter().enumerate() {
-        let (values, outputs) = client_records(plugin, c, records)?;
+        let (batch, outputs) = client_batch(plugin, topic, c, records)?;
         per_record = outputs;
-        batches.push((topic.clone(), values));
+        batches.push(batch);
     }
     produce_to(kafka, &batches).await?;
     let produced = started.elapsed() - pushed;
@@ -265,6 +277,24 @@ impl Arrivals {
 
 type Store = Arc<Mutex<Arrivals>>;
 
+/// A request's body, gunzipped if the sink compressed it (both sinks do by default).
+fn body_of(headers: &axum::http::HeaderMap, body: &[u8]) -> Vec<u8> {
+    let gzip = headers
+        .get(axum::http::header::CONTENT_ENCODING)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
+    if !gzip {
+        return body.to_vec();
+    }
+    let mut out = Vec::new();
+    match std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(body), &mut out) {
+        Ok(_) => out,
+        Err(e) => {
+            eprintln!("blackhole: a gzip body that does not decompress: {e}");
+            Vec::new()
+        }
+    }
+}
+
 async fn blackhole(port: u16) -> Result<Store> {
     use axum::Router;
     use axum::routing::{get, post};
@@ -273,10 +303,11 @@ async fn blackhole(port: u16) -> Result<Store> {
     let app = Router::new()
         .route(
             "/write",
-            post(move |body: axum::body::Bytes| {
+            post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let points = points.clone();
                 async move {
                     let (at, at_ms) = (Instant::now(), now_ms());
+                    let body = body_of(&headers, &body);
                     let mut s = lock(&points);
                     for line in body.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                         s.point(line, at, at_ms);
@@ -287,10 +318,11 @@ async fn blackhole(port: u16) -> Result<Store> {
         )
         .route(
             "/_bulk",
-            post(move |body: axum::body::Bytes| {
+            post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
                 let docs = docs.clone();
                 async move {
                     let at = Instant::now();
+                    let body = body_of(&headers, &body);
                     let lines: Vec<&[u8]> = body.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
                     {
                         let mut s = lock(&docs);

@@ -1,6 +1,6 @@
 //! `millrace plugin ...`: try a plugin on sample records (`test.rs`), inspect a module or a reference, push and
-//! pull through an OCI registry (`registry.rs`), measure a plugin's throughput (`bench.rs`). This file holds the
-//! command line's arguments and the dispatch.
+//! pull through an OCI registry (`registry.rs`), measure a plugin's throughput (`bench.rs`), scaffold a plugin
+//! project (`new.rs`). This file holds the command line's arguments and the dispatch.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -34,6 +34,9 @@ pub enum PluginCommand {
     Pull(PullArgs),
     /// Measure a plugin: records/s over a corpus, fuel per record, instantiation time, memory per instance.
     Bench(BenchArgs),
+    /// Scaffold a plugin project (Rust, Go or C): source, a native unit test, build and test scripts and
+    /// sample records, ready for `millrace plugin test`.
+    New(new::NewArgs),
 }
 
 /// Sandbox limits, as a binding would set them.
@@ -181,6 +184,7 @@ pub struct BenchArgs {
 }
 
 mod bench;
+mod new;
 mod registry;
 mod test;
 
@@ -191,6 +195,7 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
         PluginCommand::Push(a) => registry::push(a),
         PluginCommand::Pull(a) => registry::pull(a),
         PluginCommand::Bench(a) => bench::run(a),
+        PluginCommand::New(a) => new::run(a),
     }
 }
 

@@ -1,0 +1,7 @@
+module millrace.dev/examples/go-router
+
+go 1.24
+
+require millrace.dev/sdk v0.0.0
+
+replace millrace.dev/sdk => ../../sdk-go

@@ -1,0 +1,3 @@
+module millrace.dev/examples/go-seed
+
+go 1.24

@@ -1,0 +1,3 @@
+module millrace.dev/sdk
+
+go 1.24
