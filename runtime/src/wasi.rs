@@ -85,7 +85,11 @@ const IMPLEMENTED: &[(&str, &str)] = &[
     ("proc_exit", "(i32) -> ()"),
     ("random_get", "(i32, i32) -> i32"),
     ("sched_yield", "() -> i32"),
+    ("poll_oneoff", "(i32, i32, i32, i32) -> i32"),
 ];
+
+/// Most subscriptions one `poll_oneoff` may name.
+const MAX_SUBSCRIPTIONS: i32 = 64;
 
 /// Whether `name` is a WASI preview 1 function.
 pub(crate) fn is_preview1(name: &str) -> bool {
@@ -247,6 +251,51 @@ pub(crate) fn define(linker: &mut Linker<HostState>, name: &str, ty: &FuncType) 
         }
         "sched_yield" => {
             linker.func_wrap(m, name, |_: Caller<'_, HostState>| ERRNO_SUCCESS)?;
+        }
+        "poll_oneoff" => {
+            // Never waits: a clock subscription (a sleep) fires at once, deterministically (there is no real
+            // time to wait for); a file descriptor subscription answers EBADF. Language runtimes sleep here (Go
+            // before printing a panic, `time.Sleep`); waiting would only hold the lane.
+            linker.func_wrap(
+                m,
+                name,
+                |mut c: Caller<'_, HostState>, subs: i32, events: i32, n: i32, nevents: i32| {
+                    if !(1..=MAX_SUBSCRIPTIONS).contains(&n) {
+                        return Ok(ERRNO_INVAL);
+                    }
+                    let count = n as u32;
+                    charge_buffers(
+                        &mut c,
+                        &[
+                            (subs, 48 * count, "poll_oneoff subscriptions"),
+                            (events, 32 * count, "poll_oneoff events"),
+                            (nevents, 4, "poll_oneoff nevents"),
+                        ],
+                    )?;
+                    with_memory(&mut c, |data, _| {
+                        for i in 0..count as usize {
+                            // subscription: userdata u64, tag u8 at 8 (0 clock, 1 fd_read, 2 fd_write).
+                            let sub =
+                                guest_bytes(data, subs, 48 * count as i32, "poll_oneoff subscriptions")?;
+                            let sub = &sub[48 * i..48 * (i + 1)];
+                            let (userdata, tag) =
+                                (<[u8; 8]>::try_from(&sub[..8]).unwrap_or_default(), sub[8]);
+                            // event: userdata u64, error u16 at 8, type u8 at 10, fd_readwrite at 16.
+                            let out =
+                                guest_bytes_mut(data, events, 32 * count as usize, "poll_oneoff events")?;
+                            let event = &mut out[32 * i..32 * (i + 1)];
+                            event.fill(0);
+                            event[..8].copy_from_slice(&userdata);
+                            let error: u16 = if tag == 0 { 0 } else { ERRNO_BADF as u16 };
+                            event[8..10].copy_from_slice(&error.to_le_bytes());
+                            event[10] = tag;
+                        }
+                        guest_bytes_mut(data, nevents, 4, "poll_oneoff nevents")?
+                            .copy_from_slice(&count.to_le_bytes());
+                        Ok(ERRNO_SUCCESS)
+                    })
+                },
+            )?;
         }
         _ => define_denied(linker, name, ty)?,
     }

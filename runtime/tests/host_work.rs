@@ -245,3 +245,45 @@ fn the_fuel_of_a_host_call_grows_with_the_bytes_it_names() {
     let err = inst.process(&record("{}")).result.unwrap_err();
     assert_eq!(err.kind(), "abi_violation", "{err}");
 }
+
+#[test]
+fn poll_oneoff_answers_a_sleep_at_once_and_refuses_too_many_subscriptions() {
+    // A clock subscription (a sleep of 10 s) with userdata 0x1122334455667788: one event, at once, with the
+    // subscription's userdata and type clock, no error; 65 subscriptions: EINVAL. "ok v=1" when all holds.
+    let module = wat(r#"(module
+        (import "env" "host_send_to_influx" (func $influx (param i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (data (i32.const 0) "ok v=1")
+        (data (i32.const 16) "bad v=1")
+        (func (export "allocate") (param i32) (result i32) i32.const 64)
+        (func (export "deallocate") (param i32 i32))
+        (func (export "process_data") (param i32 i32)
+            (i64.store (i32.const 1024) (i64.const 0x1122334455667788))
+            (i32.store8 (i32.const 1032) (i32.const 0))
+            (i64.store (i32.const 1048) (i64.const 10000000000))
+            (if (i32.and
+                    (i32.and
+                        (i32.eqz (call $poll (i32.const 1024) (i32.const 4096) (i32.const 1) (i32.const 8192)))
+                        (i32.eq (i32.load (i32.const 8192)) (i32.const 1)))
+                    (i32.and
+                        (i64.eq (i64.load (i32.const 4096)) (i64.const 0x1122334455667788))
+                        (i32.and
+                            (i32.eqz (i32.load16_u (i32.const 4104)))
+                            (i32.eq (call $poll (i32.const 1024) (i32.const 4096) (i32.const 65) (i32.const 8192))
+                                    (i32.const 28)))))
+                (then (drop (call $influx (i32.const 0) (i32.const 6))))
+                (else (drop (call $influx (i32.const 16) (i32.const 7)))))))"#);
+    let mut inst = runtime(true)
+        .compile(&module)
+        .unwrap()
+        .instance(limits())
+        .unwrap();
+    let started = std::time::Instant::now();
+    let p = inst.process(&record("sleep"));
+    assert_eq!(points(&p), ["ok v=1"], "{:?}", p.result);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the 10 s sleep did not wait"
+    );
+}

@@ -151,13 +151,21 @@ async fn a_store_down_for_20_seconds_pauses_consumption_and_loses_nothing() -> R
             .unwrap_or(0.0)
             > 0.0;
         // Never a committed offset past a record that is not in the store.
-        let landed: BTreeSet<String> = es_docs(&index).await?.into_iter().map(|(_, id)| id).collect();
+        // Default ids: `<topic>-<partition>-<offset>-<timestamp ms>-<output>`.
+        let prefix = format!("{}-", s.topic);
+        let landed: BTreeSet<(i32, i64)> = es_docs(&index)
+            .await?
+            .into_iter()
+            .filter_map(|(_, id)| {
+                let mut parts = id.strip_prefix(&prefix)?.split('-');
+                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+            })
+            .collect();
         for (partition, o) in committed_partitions(&s.group, &s.topic)? {
             for off in 0..o {
-                let id = format!("{}-{partition}-{off}-0", s.topic);
                 assert!(
-                    landed.contains(&id),
-                    "offset {o} committed on partition {partition} but {id} is not in the store"
+                    landed.contains(&(partition, off)),
+                    "offset {o} committed on partition {partition} but record {off} is not in the store"
                 );
             }
         }
