@@ -136,6 +136,12 @@ impl ResidentPlugin {
         lock(&self.module).is_some()
     }
 
+    /// Marks the plugin used now: a binding whose lane keeps an instance live never calls [`Self::get`] again,
+    /// and would otherwise look idle to the least-recently-used choice however busy it is.
+    pub fn touch(&self) {
+        self.last_used.store(self.residency.now(), Ordering::Release);
+    }
+
     /// The reference it is loaded again from (pinned by digest).
     pub fn reference(&self) -> &PluginRef {
         &self.reference
@@ -146,7 +152,7 @@ impl ResidentPlugin {
     /// for the load: call it from a lane thread, never from inside the async runtime.
     pub fn get(&self) -> Result<Plugin, RegistryError> {
         let residency = &self.residency;
-        self.last_used.store(residency.now(), Ordering::Release);
+        self.touch();
         if let Some(p) = lock(&self.module).as_ref() {
             return Ok(p.clone());
         }

@@ -395,6 +395,7 @@ impl Lane {
         loop {
             let slot = self.instances.get_mut(&id)?;
             slot.last_used = now;
+            slot.resident.touch();
             let headers = Header::borrow_all(&rec.headers);
             let processed = slot.instance.process(&Record {
                 topic: &rec.topic,
