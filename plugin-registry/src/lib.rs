@@ -10,15 +10,17 @@
 
 mod auth;
 mod cache;
+mod distribution;
 mod error;
 mod media;
 mod metrics;
 mod oci;
 mod reference;
+pub mod signature;
 mod store;
 
 pub use auth::{Credentials, CredentialsError};
-pub use cache::sha256;
+pub use cache::{CompiledKey, sha256};
 pub use error::RegistryError;
 pub use media::{CONFIG_TYPES, ORAS_DEFAULT_LAYER, WASM_LAYER_TYPES};
 pub use metrics::RegistryMetrics;

@@ -1,24 +1,27 @@
-//! The network side, on `oci-client`: resolve a tag, pull a manifest and the module layer with size caps and
-//! sha256 verification, push a module as a wasm OCI artifact. Nothing here touches the cache.
+//! The network side: resolve a tag, pull a manifest and the module layer with size caps and sha256
+//! verification (through [`crate::distribution`]), push a module as a wasm OCI artifact (through
+//! `oci-client`, after checking that the credentials would not leave the registry's host). Nothing here
+//! touches the cache.
 
 use std::time::Duration;
 
-use futures::StreamExt;
 use oci_client::Client;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::{DigestError, OciDistributionError, OciErrorCode};
+use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
-use sha2::{Digest, Sha256};
 
 use crate::cache::sha256;
-use crate::media::{self, MANIFEST_TYPES};
+use crate::distribution::{Distribution, DistributionConfig};
+use crate::media;
 use crate::{Credentials, PluginRef, RegistryError};
 
 pub(crate) struct OciSource {
+    /// Pushes only (see `distribution` for why pulls do not go through it).
     client: Client,
+    /// Pulls: bounded reads, whole-transfer deadlines, credentials scoped to the registry's host.
+    pull: Distribution,
     credentials: Credentials,
-    max_manifest_bytes: u64,
     max_module_bytes: u64,
 }
 
@@ -151,11 +154,20 @@ impl OciSource {
     pub fn new(
         credentials: Credentials,
         insecure_registries: &[String],
+        token_realms: &[String],
         ca_certs: Vec<Vec<u8>>,
         timeout: Duration,
         max_manifest_bytes: u64,
         max_module_bytes: u64,
-    ) -> Self {
+    ) -> Result<Self, RegistryError> {
+        let pull = Distribution::new(DistributionConfig {
+            credentials: credentials.clone(),
+            insecure_registries: insecure_registries.to_vec(),
+            token_realms: token_realms.to_vec(),
+            ca_certs: ca_certs.clone(),
+            timeout,
+            max_manifest_bytes,
+        })?;
         let config = ClientConfig {
             protocol: ClientProtocol::HttpsExcept(insecure_registries.to_vec()),
             connect_timeout: Some(timeout.min(Duration::from_secs(10))),
@@ -169,12 +181,12 @@ impl OciSource {
                 .collect(),
             ..Default::default()
         };
-        Self {
+        Ok(Self {
             client: Client::new(config),
+            pull,
             credentials,
-            max_manifest_bytes,
             max_module_bytes,
-        }
+        })
     }
 
     fn auth(&self, r: &PluginRef) -> Result<RegistryAuth, RegistryError> {
@@ -183,19 +195,7 @@ impl OciSource {
 
     /// The manifest digest a tag points to now.
     pub async fn resolve(&self, r: &PluginRef) -> Result<String, RegistryError> {
-        let auth = self.auth(r)?;
-        let digest = self
-            .client
-            .fetch_manifest_digest(r.oci(), &auth)
-            .await
-            .map_err(|e| map_err(e, r))?;
-        if !digest.starts_with("sha256:") {
-            return Err(RegistryError::Protocol {
-                registry: r.registry().into(),
-                message: format!("manifest digest `{digest}` is not sha256"),
-            });
-        }
-        Ok(digest)
+        self.pull.resolve(r).await
     }
 
     /// The manifest with digest `digest`, verified against it and parsed.
@@ -205,29 +205,24 @@ impl OciSource {
         digest: &str,
     ) -> Result<(Vec<u8>, OciImageManifest), RegistryError> {
         let pinned = r.pinned(digest);
-        let auth = self.auth(r)?;
-        let (raw, _) = self
-            .client
-            .pull_manifest_raw(pinned.oci(), &auth, MANIFEST_TYPES)
-            .await
-            .map_err(|e| map_err(e, &pinned))?;
-        if raw.len() as u64 > self.max_manifest_bytes {
-            return Err(RegistryError::TooLarge {
-                what: format!("manifest of {pinned}"),
-                size: raw.len() as u64,
-                limit: self.max_manifest_bytes,
-            });
-        }
-        let actual = sha256(&raw);
-        if actual != digest {
-            return Err(RegistryError::DigestMismatch {
-                what: format!("manifest of {r}"),
-                expected: digest.into(),
-                actual,
-            });
-        }
+        let raw = self.pull.manifest(&pinned, digest).await?;
         let manifest = parse_manifest(&raw, &pinned)?;
-        Ok((raw.to_vec(), manifest))
+        Ok((raw, manifest))
+    }
+
+    /// Whether the repository of `r` holds manifest `digest`.
+    pub async fn has_manifest(&self, r: &PluginRef, digest: &str) -> Result<bool, RegistryError> {
+        self.pull.has_manifest(r, digest).await
+    }
+
+    /// The raw manifest a tag of the repository of `r` names, if there is one.
+    pub async fn manifest_by_tag(&self, r: &PluginRef, tag: &str) -> Result<Option<Vec<u8>>, RegistryError> {
+        self.pull.manifest_by_tag(r, tag).await
+    }
+
+    /// A small blob (at most `limit` bytes) of the repository of `r`, verified against its digest.
+    pub async fn blob(&self, r: &PluginRef, digest: &str, limit: u64) -> Result<Vec<u8>, RegistryError> {
+        self.pull.blob(r, digest, limit).await
     }
 
     /// The module layer's bytes, streamed with a size cap and verified against the layer digest.
@@ -240,60 +235,13 @@ impl OciSource {
                 limit,
             });
         }
-        let auth = self.auth(r)?;
-        // Authenticate for the repository (a no-op when anonymous or already done).
-        self.client.store_auth_if_needed(r.registry(), &auth).await;
-        let mut stream = self
-            .client
-            .pull_blob_stream(r.oci(), layer)
-            .await
-            .map_err(|e| map_err(e, r))?;
-        let mut bytes = Vec::with_capacity(layer.size as usize);
-        let mut hasher = Sha256::new();
-        while let Some(chunk) = stream.stream.next().await {
-            let chunk = chunk.map_err(|e| {
-                // The client checks the digest as it streams; a mismatch is tampering, not a network fault.
-                match e.get_ref().and_then(|inner| inner.downcast_ref::<DigestError>()) {
-                    Some(DigestError::VerificationError { expected, actual }) => {
-                        RegistryError::DigestMismatch {
-                            what: format!("module layer of {r}"),
-                            expected: expected.clone(),
-                            actual: actual.clone(),
-                        }
-                    }
-                    _ => RegistryError::Unreachable {
-                        registry: r.registry().into(),
-                        message: format!("reading layer {}: {e}", layer.digest),
-                    },
-                }
-            })?;
-            if (bytes.len() + chunk.len()) as u64 > limit.min(layer.size as u64) {
-                return Err(RegistryError::TooLarge {
-                    what: format!(
-                        "module layer {} of {r} (more bytes than its descriptor says)",
-                        layer.digest
-                    ),
-                    size: (bytes.len() + chunk.len()) as u64,
-                    limit: limit.min(layer.size as u64),
-                });
-            }
-            hasher.update(&chunk);
-            bytes.extend_from_slice(&chunk);
-        }
-        let actual = format!("sha256:{}", hex::encode(hasher.finalize()));
-        if actual != layer.digest {
-            return Err(RegistryError::DigestMismatch {
-                what: format!("module layer of {r}"),
-                expected: layer.digest.clone(),
-                actual,
-            });
-        }
-        Ok(bytes)
+        self.pull.blob(r, &layer.digest, layer.size as u64).await
     }
 
     /// Pushes `wasm` as a wasm OCI artifact (config `application/vnd.wasm.config.v0+json`, one
     /// `application/wasm` layer titled `file_name`) and returns the manifest digest.
     pub async fn push(&self, r: &PluginRef, wasm: &[u8], file_name: &str) -> Result<String, RegistryError> {
+        self.pull.check_token_realm(r).await?;
         let auth = self.auth(r)?;
         self.client.store_auth_if_needed(r.registry(), &auth).await;
         let layer_digest = sha256(wasm);

@@ -29,6 +29,16 @@ impl PluginRef {
                 "a reference has no scheme: write host:port/repository:tag".into()
             ));
         }
+        // Docker's rule: the first component names a registry only if it looks like a host. Without one,
+        // a reference would silently mean Docker Hub; a plugin reference must say where it comes from.
+        let first = s.split('/').next().unwrap_or("");
+        let has_host = s.contains('/')
+            && (first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('['));
+        if !has_host {
+            return Err(bad(format!(
+                "no registry host: write it in full, e.g. registry.example.com/{s} (docker.io/{s} for Docker Hub)"
+            )));
+        }
         let inner: Reference = s.parse().map_err(|e| bad(format!("{e}")))?;
         if let Some(d) = inner.digest() {
             let hex = d
@@ -131,13 +141,29 @@ mod tests {
     }
 
     #[test]
+    fn references_without_a_registry_host_are_refused() {
+        let err = PluginRef::parse("acme/router:v1").unwrap_err();
+        assert!(err.to_string().contains("no registry host"), "{err}");
+        for good in [
+            "localhost/acme/r:v1",
+            "localhost:5000/r:v1",
+            "docker.io/acme/r:v1",
+        ] {
+            assert!(PluginRef::parse(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
     fn refuses_garbage() {
         for bad in [
             "",
             "http://host/repo:v1",
-            "host/Repo Name:v1",
-            "host/repo@sha256:abc",
-            "host/repo@md5:0123",
+            "host.example/Repo Name:v1",
+            "host.example/repo@sha256:abc",
+            "host.example/repo@md5:0123",
+            "acme/router:v1",
+            "router:v1",
+            "router",
         ] {
             assert!(PluginRef::parse(bad).is_err(), "{bad}");
         }

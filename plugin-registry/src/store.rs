@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use millrace_runtime::{Plugin, Runtime, WeakPlugin};
 use oci_client::manifest::OciImageManifest;
 
-use crate::cache::{DiskCache, Lookup, sha256};
+use crate::cache::{CompiledKey, DiskCache, Lookup, sha256};
 use crate::oci::OciSource;
 use crate::{Credentials, PluginRef, RegistryError, RegistryMetrics, media};
 
@@ -68,8 +68,14 @@ pub struct RegistryConfig {
     pub insecure_registries: Vec<String>,
     /// PEM CA certificates trusted besides the system's (a registry signed by a private CA).
     pub ca_file: Option<PathBuf>,
+    /// Token services (`host` or `host:port`) on another host than their registry that may receive the
+    /// registry's credentials (Docker Hub: `auth.docker.io`). A realm on the registry's own host always may.
+    pub token_realms: Vec<String>,
     pub credentials: Credentials,
-    /// Timeout of each registry request.
+    /// Key of the compiled artifacts' MACs. `None`: a random one per process, so compiled artifacts of
+    /// earlier processes (or anyone else who could write the cache) are compiled again, never loaded.
+    pub compiled_key: Option<CompiledKey>,
+    /// Deadline of each registry operation as a whole (a manifest, a module, a tag resolution).
     pub timeout: Duration,
 }
 
@@ -83,7 +89,9 @@ impl RegistryConfig {
             pull_policy: PullPolicy::IfNotPresent,
             insecure_registries: Vec::new(),
             ca_file: None,
+            token_realms: Vec::new(),
             credentials: Credentials::Anonymous,
+            compiled_key: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -142,7 +150,8 @@ struct Inner {
     runtime: Runtime,
     engine_key: String,
     metrics: RegistryMetrics,
-    /// Plugins loaded and still held by someone (a binding), by manifest digest: asking again for one gives
+    /// Plugins loaded and still held by someone (a binding), by repository and manifest digest (a digest is
+    /// never served to another repository than the one it came from): asking again for one gives
     /// the same compiled plugin. The store itself does not keep a plugin in memory; what nobody holds any
     /// more comes back from the disk cache.
     loaded: Mutex<HashMap<String, (WeakPlugin, String)>>,
@@ -152,6 +161,11 @@ struct Inner {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// `registry/repository` of a reference: the scope in which a cached digest may be served.
+fn repository_of(reference: &PluginRef) -> String {
+    format!("{}/{}", reference.registry(), reference.repository())
 }
 
 fn offline(e: &RegistryError) -> bool {
@@ -164,7 +178,11 @@ impl PluginStore {
         runtime: Runtime,
         metrics: RegistryMetrics,
     ) -> Result<Self, RegistryError> {
-        let cache = DiskCache::open(&config.cache_dir, config.cache_max_bytes)?;
+        let key = match &config.compiled_key {
+            Some(k) => k.clone(),
+            None => CompiledKey::generate()?,
+        };
+        let cache = DiskCache::open(&config.cache_dir, config.cache_max_bytes, key)?;
         let ca_certs = match &config.ca_file {
             Some(path) => crate::oci::read_pem_certificates(path)?,
             None => Vec::new(),
@@ -172,11 +190,12 @@ impl PluginStore {
         let source = OciSource::new(
             config.credentials.clone(),
             &config.insecure_registries,
+            &config.token_realms,
             ca_certs,
             config.timeout,
             config.max_manifest_bytes,
             config.max_module_bytes,
-        );
+        )?;
         let engine_key = runtime.compatibility_key();
         Ok(Self {
             inner: Arc::new(Inner {
@@ -337,8 +356,10 @@ impl PluginStore {
         reference: &PluginRef,
         manifest_digest: &str,
     ) -> Result<Fetched, RegistryError> {
-        // Fully cached: no network at all (offline start).
-        if let Some(manifest) = self.cached_manifest(manifest_digest)? {
+        // Fully cached: no network at all (offline start), when this repository is known to hold it.
+        if let Some(manifest) = self.cached_manifest(manifest_digest)?
+            && self.repository_holds(reference, manifest_digest).await?
+        {
             let layer =
                 media::select_layer(&manifest).map_err(|detail| RegistryError::UnsupportedArtifact {
                     reference: reference.to_string(),
@@ -398,6 +419,9 @@ impl PluginStore {
         };
         self.inner.cache.put_blob(&layer.digest, &bytes)?;
         self.inner.cache.put_blob(manifest_digest, &raw)?;
+        self.inner
+            .cache
+            .put_repo(&repository_of(reference), manifest_digest)?;
         tracing::info!(reference = %reference, manifest = manifest_digest, module = %layer.digest,
             bytes = bytes.len(), "plugin pulled and verified");
         Ok(Fetched {
@@ -418,23 +442,25 @@ impl PluginStore {
         let start = Instant::now();
         let resolved = self.resolve(reference).await?;
         let digest = resolved.manifest_digest;
-        if let Some(loaded) = self.in_memory(&digest, start) {
+        let key = format!("{}@{digest}", repository_of(reference));
+        if let Some(loaded) = self.in_memory(&key, &digest, start) {
             return Ok(loaded);
         }
         let flight = self.flight(&digest);
         let _guard = flight.lock().await;
-        if let Some(loaded) = self.in_memory(&digest, start) {
+        if let Some(loaded) = self.in_memory(&key, &digest, start) {
             return Ok(loaded);
         }
         self.miss("memory");
         // Fastest path from disk: manifest and compiled artifact cached; the module itself is not needed.
         if let Some(manifest) = self.cached_manifest(&digest)?
+            && self.repository_holds(reference, &digest).await?
             && let Ok(layer) = media::select_layer(&manifest)
             && let Some(plugin) = self
                 .load_compiled(&layer.digest, layer.size.max(0) as usize)
                 .await?
         {
-            self.remember(&digest, &plugin, &layer.digest);
+            self.remember(&key, &plugin, &layer.digest);
             return Ok(Loaded {
                 plugin,
                 manifest_digest: digest,
@@ -445,7 +471,7 @@ impl PluginStore {
         }
         let fetched = self.fetch_resolved(reference, &digest).await?;
         let plugin = self.compile(&fetched).await?;
-        self.remember(&digest, &plugin, &fetched.module_digest);
+        self.remember(&key, &plugin, &fetched.module_digest);
         Ok(Loaded {
             plugin,
             manifest_digest: digest,
@@ -455,19 +481,47 @@ impl PluginStore {
         })
     }
 
-    fn remember(&self, manifest_digest: &str, plugin: &Plugin, module_digest: &str) {
+    fn remember(&self, key: &str, plugin: &Plugin, module_digest: &str) {
         let mut loaded = lock(&self.inner.loaded);
         loaded.retain(|_, (p, _)| p.upgrade().is_some());
-        loaded.insert(
-            manifest_digest.to_string(),
-            (plugin.downgrade(), module_digest.to_string()),
-        );
+        loaded.insert(key.to_string(), (plugin.downgrade(), module_digest.to_string()));
     }
 
-    fn in_memory(&self, manifest_digest: &str, start: Instant) -> Option<Loaded> {
+    /// Whether the cache may serve manifest `digest` to the repository of `reference`: it was pulled from
+    /// there, or the registry confirms the repository holds it now. A digest cached for another repository
+    /// is not this one's: one client must not load another client's private plugin by naming its digest.
+    /// Never `Ok(false)`: a repository that does not hold the digest is a `not_found` error.
+    async fn repository_holds(&self, reference: &PluginRef, digest: &str) -> Result<bool, RegistryError> {
+        let repository = repository_of(reference);
+        if self.inner.cache.repo_has(&repository, digest) {
+            return Ok(true);
+        }
+        match self.inner.source.has_manifest(reference, digest).await {
+            Ok(true) => {
+                self.inner.cache.put_repo(&repository, digest)?;
+                Ok(true)
+            }
+            Ok(false) => Err(RegistryError::NotFound {
+                reference: reference.pinned(digest).to_string(),
+                message: format!(
+                    "repository {repository} does not hold manifest {digest} (a copy cached from another \
+                     repository is not served to this one)"
+                ),
+            }),
+            Err(e) if offline(&e) => Err(RegistryError::NotCached {
+                reference: reference.pinned(digest).to_string(),
+                cause: format!(
+                    "cached only for another repository, and the registry cannot confirm this one holds it: {e}"
+                ),
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn in_memory(&self, key: &str, manifest_digest: &str, start: Instant) -> Option<Loaded> {
         let (plugin, module_digest) = {
             let loaded = lock(&self.inner.loaded);
-            let (weak, module_digest) = loaded.get(manifest_digest)?;
+            let (weak, module_digest) = loaded.get(key)?;
             (weak.upgrade()?, module_digest.clone())
         };
         self.hit("memory");

@@ -383,9 +383,10 @@ impl TestConfig {
         self.set("metrics", "address", format!("127.0.0.1:{port}"))
     }
 
-    /// `[registry]`: plugins cached in `cache_dir`, the stack's registry spoken to over plain HTTP.
-    pub fn registry_cache(self, cache_dir: &Path) -> Self {
-        self.set("registry", "cache_dir", cache_dir)
+    /// `[registry]`: plugins cached in `<dir>/plugins` (created private by the worker; a temp dir itself is
+    /// open to others, which the worker refuses), the stack's registry spoken to over plain HTTP.
+    pub fn registry_cache(self, dir: &Path) -> Self {
+        self.set("registry", "cache_dir", dir.join("plugins").as_path())
             .set("registry", "insecure", [addr("registry")])
     }
 

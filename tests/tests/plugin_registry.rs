@@ -35,7 +35,8 @@ fn store_with(
     tweak: impl FnOnce(&mut RegistryConfig),
 ) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = RegistryConfig::new(cache.unwrap_or(dir.path()));
+    // The cache is created by the store (private); a temp dir itself is open to others.
+    let mut config = RegistryConfig::new(cache.unwrap_or(dir.path()).join("cache"));
     config.insecure_registries = vec![registry.to_string()];
     config.timeout = Duration::from_secs(5);
     tweak(&mut config);
@@ -251,12 +252,12 @@ async fn a_tampered_blob_is_refused_and_nothing_is_cached() -> Result<()> {
         counter(&f, "millrace_plugin_verification_failures_total", "module"),
         1
     );
-    let blobs: Vec<_> = dir_files(&cache.path().join("blobs")).into_iter().collect();
+    let blobs: Vec<_> = dir_files(&cache.path().join("cache/blobs")).into_iter().collect();
     assert!(
         blobs.is_empty(),
         "nothing stored after a failed verification: {blobs:?}"
     );
-    assert!(dir_files(&cache.path().join("compiled")).is_empty());
+    assert!(dir_files(&cache.path().join("cache/compiled")).is_empty());
     Ok(())
 }
 
@@ -268,9 +269,12 @@ async fn cached_plugins_load_offline_and_pulls_resume_when_the_registry_is_back(
     let pinned = PluginRef::parse(&format!("{}/{repo}@{pinned_digest}", reg.addr))?;
     let tagged = PluginRef::parse(&format!("{}/{repo}:v1", reg.addr))?;
     let cache = tempfile::tempdir()?;
+    // Processes that share a cache share the key of its compiled artifacts (registry.compiled_key).
+    let key = || millrace_plugin_registry::CompiledKey::from_secret(b"the fleet's cache key").unwrap();
     {
         let f = store_with(&reg.addr, Some(cache.path()), |c| {
-            c.pull_policy = PullPolicy::IfNotPresent
+            c.pull_policy = PullPolicy::IfNotPresent;
+            c.compiled_key = Some(key());
         });
         assert_eq!(f.store.load(&pinned).await?.source, Source::Registry);
         f.store.load(&tagged).await?;
@@ -279,7 +283,8 @@ async fn cached_plugins_load_offline_and_pulls_resume_when_the_registry_is_back(
 
     // A new process with the same cache: everything cached loads without the registry.
     let f = store_with(&reg.addr, Some(cache.path()), |c| {
-        c.pull_policy = PullPolicy::IfNotPresent
+        c.pull_policy = PullPolicy::IfNotPresent;
+        c.compiled_key = Some(key());
     });
     let loaded = f.store.load(&pinned).await?;
     assert_eq!(loaded.source, Source::Cache);
@@ -329,9 +334,9 @@ async fn corrupt_cache_entries_are_discarded_and_fetched_again() -> Result<()> {
         .load(&reference)
         .await?;
     // Flip a byte in every cached file: module, manifest and compiled artifact.
-    for file in dir_files(&cache.path().join("blobs"))
+    for file in dir_files(&cache.path().join("cache/blobs"))
         .into_iter()
-        .chain(dir_files(&cache.path().join("compiled")))
+        .chain(dir_files(&cache.path().join("cache/compiled")))
     {
         let mut b = std::fs::read(&file)?;
         b[0] ^= 0x55;
@@ -537,5 +542,296 @@ async fn a_registry_signed_by_a_private_ca_is_trusted_through_ca_file_only() -> 
     let err = PluginStore::new(config, runtime(), RegistryMetrics::unregistered()).unwrap_err();
     assert_eq!(err.kind(), "invalid_ca", "{err}");
     assert!(!err.is_retriable());
+    Ok(())
+}
+
+// ---- Supply chain (issue 14): a registry is untrusted input; caches and credentials are attack surface ----
+
+/// Serves `router` on a free loopback port; returns `127.0.0.1:port`.
+async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    addr
+}
+
+/// A body that never ends, `chunk` bytes every `every`.
+fn endless(chunk: usize, every: Duration) -> axum::body::Body {
+    let bytes = axum::body::Bytes::from(vec![b' '; chunk]);
+    axum::body::Body::from_stream(futures::stream::unfold(bytes, move |b| async move {
+        if !every.is_zero() {
+            tokio::time::sleep(every).await;
+        }
+        Some((Ok::<_, std::io::Error>(b.clone()), b))
+    }))
+}
+
+#[tokio::test]
+async fn endless_and_trickling_registry_answers_end_in_typed_errors() -> Result<()> {
+    use axum::http::{StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    // A misbehaving registry: a manifest without end, one that trickles a byte at a time, an error page
+    // without end, and a token service whose answer never ends.
+    let token_realm =
+        serve(axum::Router::new().route("/token", get(|| async { endless(8192, Duration::ZERO) }))).await;
+    let realm = format!("Bearer realm=\"http://{token_realm}/token\",service=\"x\"");
+    let router =
+        axum::Router::new()
+            .route(
+                "/v2/endless/manifests/v1",
+                get(|| async { endless(8192, Duration::ZERO) }),
+            )
+            .route(
+                "/v2/trickle/manifests/v1",
+                get(|| async { endless(1, Duration::from_millis(50)) }),
+            )
+            .route(
+                "/v2/error/manifests/v1",
+                get(|| async { (StatusCode::INTERNAL_SERVER_ERROR, endless(8192, Duration::ZERO)) }),
+            )
+            .route(
+                "/v2/token/manifests/v1",
+                get(move || {
+                    let realm = realm.clone();
+                    async move {
+                        (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, realm)], "").into_response()
+                    }
+                }),
+            );
+    let registry = serve(router).await;
+    let f = store_with(&registry, None, |c| {
+        c.max_manifest_bytes = 256 << 10;
+        c.timeout = Duration::from_secs(2);
+    });
+    let resolve = |repo: &str| PluginRef::parse(&format!("{registry}/{repo}:v1")).unwrap();
+
+    let started = std::time::Instant::now();
+    let err = f.store.resolve(&resolve("endless")).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::TooLarge { limit, size, .. } if limit == 256 << 10 && size <= (256 << 10) + 65536),
+        "{err}"
+    );
+    let err = f.store.resolve(&resolve("trickle")).await.unwrap_err();
+    assert_eq!(err.kind(), "not_cached", "{err}");
+    assert!(err.to_string().contains("not complete within 2s"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deadline covers the whole transfer"
+    );
+    let err = f.store.resolve(&resolve("error")).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        "protocol",
+        "an endless error body is cut, the status kept: {err}"
+    );
+    let err = f.store.resolve(&resolve("token")).await.unwrap_err();
+    assert!(
+        matches!(err, RegistryError::TooLarge { limit: 65536, .. }),
+        "{err}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn credentials_never_reach_a_token_service_on_another_host() -> Result<()> {
+    use axum::http::{HeaderMap, StatusCode, header};
+    use axum::response::IntoResponse;
+    use axum::routing::get;
+    use std::sync::{Arc, Mutex};
+    // A token service that records what it was sent; `strict` refuses anonymous requests.
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let strict = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let token_service = {
+        let (seen, strict) = (seen.clone(), strict.clone());
+        serve(axum::Router::new().route(
+            "/token",
+            get(move |headers: HeaderMap| {
+                let (seen, strict) = (seen.clone(), strict.clone());
+                async move {
+                    let auth = headers
+                        .get(header::AUTHORIZATION)
+                        .map(|v| v.to_str().unwrap().to_string());
+                    seen.lock().unwrap().push(auth.clone());
+                    if strict.load(std::sync::atomic::Ordering::SeqCst) && auth.is_none() {
+                        return (StatusCode::UNAUTHORIZED, "credentials needed").into_response();
+                    }
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        r#"{"token":"granted"}"#,
+                    )
+                        .into_response()
+                }
+            }),
+        ))
+        .await
+    };
+    // The realm is named by another host name (`localhost`) than the registry's (`127.0.0.1`).
+    let port = token_service.rsplit(':').next().unwrap().to_string();
+    let realm = format!("Bearer realm=\"http://localhost:{port}/token\",service=\"reg\"");
+    let digest = format!("sha256:{}", "a".repeat(64));
+    let registry = {
+        let digest = digest.clone();
+        serve(axum::Router::new().fallback(move |headers: HeaderMap| {
+            let (realm, digest) = (realm.clone(), digest.clone());
+            async move {
+                if headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) == Some("Bearer granted")
+                {
+                    (StatusCode::OK, [("docker-content-digest", digest)], "").into_response()
+                } else {
+                    (StatusCode::UNAUTHORIZED, [(header::WWW_AUTHENTICATE, realm)], "").into_response()
+                }
+            }
+        }))
+        .await
+    };
+    let reference = PluginRef::parse(&format!("{registry}/team/plugin:v1"))?;
+    let with_credentials = |realms: Vec<String>| {
+        store_with(&registry, None, move |c| {
+            c.credentials = Credentials::Basic {
+                username: "alice".into(),
+                password: "wonderland".into(),
+            };
+            c.token_realms = realms;
+        })
+    };
+
+    // Not trusted: an anonymous token is asked for, and the credentials stay home.
+    let untrusted = with_credentials(vec![]);
+    assert_eq!(untrusted.store.resolve(&reference).await?.manifest_digest, digest);
+    assert_eq!(seen.lock().unwrap().as_slice(), &[None]);
+    // A push would hand the credentials to oci-client's token flow: refused before it starts.
+    let wasm = std::fs::read(dist("seed_router"))?;
+    let err = untrusted
+        .store
+        .push(&wasm, "p.wasm", &reference)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("registry.token_realms"), "{err}");
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        1,
+        "nothing sent to the token service by the refused push"
+    );
+
+    // A token service that wants credentials: the refusal names the option that would trust it.
+    strict.store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = with_credentials(vec![])
+        .store
+        .resolve(&reference)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "unauthorized", "{err}");
+    assert!(err.to_string().contains("registry.token_realms"), "{err}");
+    assert!(
+        seen.lock().unwrap().iter().all(Option::is_none),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+
+    // Trusted by configuration: now it gets them.
+    let trusted = with_credentials(vec![format!("localhost:{port}")]);
+    assert_eq!(trusted.store.resolve(&reference).await?.manifest_digest, digest);
+    use base64::Engine as _;
+    let basic = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:wonderland")
+    );
+    assert_eq!(
+        seen.lock().unwrap().last().unwrap().as_deref(),
+        Some(basic.as_str())
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_digest_is_served_only_to_the_repository_it_was_pulled_from() -> Result<()> {
+    let mut reg = PrivateRegistry::start(None)?;
+    // Client B's private plugin; client A has a repository of its own with another plugin.
+    let private = format!("{}/clients/b/router", reg.addr);
+    let digest_b = push_plugin(&format!("{private}:v1"), "seed_router")?;
+    push_plugin(&format!("{}/clients/a/plugin:v1", reg.addr), "acme_iot")?;
+    let cache = tempfile::tempdir()?;
+    let cache_dir = cache.path().to_path_buf();
+    let f = store_with(&reg.addr, Some(&cache_dir), |_| {});
+    let own = f
+        .store
+        .load(&PluginRef::parse(&format!("{private}@{digest_b}"))?)
+        .await?;
+
+    // A names B's digest under its own repository: neither the loaded plugin nor the disk cache serves it.
+    let stolen = PluginRef::parse(&format!("{}/clients/a/plugin@{digest_b}", reg.addr))?;
+    let err = f.store.load(&stolen).await.unwrap_err();
+    assert_eq!(err.kind(), "not_found", "{err}");
+    let fresh = store_with(&reg.addr, Some(&cache_dir), |_| {});
+    assert_eq!(fresh.store.load(&stolen).await.unwrap_err().kind(), "not_found");
+    // Offline, the cache cannot ask the registry: still refused, B's own reference still loads.
+    reg.stop();
+    let offline = store_with(&reg.addr, Some(&cache_dir), |_| {});
+    let err = offline.store.load(&stolen).await.unwrap_err();
+    assert_eq!(err.kind(), "not_cached", "{err}");
+    let again = offline
+        .store
+        .load(&PluginRef::parse(&format!("{private}@{digest_b}"))?)
+        .await?;
+    assert_eq!(again.source, Source::Cache);
+    assert_eq!(route_metric(&again.plugin), route_metric(&own.plugin));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_tampered_compiled_artifact_never_executes() -> Result<()> {
+    let registry = addr("registry");
+    let repo = unique("it/compiled");
+    let router = push_plugin(&format!("{registry}/{repo}:router"), "seed_router")?;
+    let other = push_plugin(&format!("{registry}/{repo}:other"), "acme_iot")?;
+    let cache = tempfile::tempdir()?;
+    let cache_dir = cache.path().to_path_buf();
+    let key = || millrace_plugin_registry::CompiledKey::from_secret(b"a secret of the worker fleet").unwrap();
+    let shared = |k: Option<millrace_plugin_registry::CompiledKey>| {
+        store_with(&registry, Some(&cache_dir), move |c| c.compiled_key = k)
+    };
+    let first = shared(Some(key()));
+    let reference = PluginRef::parse(&format!("{registry}/{repo}@{router}"))?;
+    let expected = route_metric(&first.store.load(&reference).await?.plugin);
+    first
+        .store
+        .load(&PluginRef::parse(&format!("{registry}/{repo}@{other}"))?)
+        .await?;
+    drop(first);
+    // With the key, a later worker loads the artifact without compiling.
+    let warm = shared(Some(key()));
+    assert_eq!(route_metric(&warm.store.load(&reference).await?.plugin), expected);
+    assert_eq!(counter(&warm, "millrace_plugin_compilations_total", "ok"), 0);
+    drop(warm);
+
+    // Whoever can write the cache swaps in the other module's artifact (valid native code) and its MAC file.
+    let module = |name: &str| millrace_plugin_registry::sha256(&std::fs::read(dist(name)).unwrap());
+    let artifact = |name: &str| {
+        let hex = module(name).trim_start_matches("sha256:").to_string();
+        dir_files(&cache_dir.join("cache/compiled"))
+            .into_iter()
+            .find(|p| p.file_name().unwrap().to_str() == Some(hex.as_str()))
+            .unwrap()
+    };
+    let (target, planted) = (artifact("seed_router"), artifact("acme_iot"));
+    std::fs::copy(&planted, &target)?;
+    std::fs::copy(planted.with_extension("mac"), target.with_extension("mac"))?;
+    let after = shared(Some(key()));
+    let loaded = after.store.load(&reference).await?;
+    assert_eq!(
+        route_metric(&loaded.plugin),
+        expected,
+        "the planted code did not run"
+    );
+    assert_eq!(counter(&after, "millrace_plugin_compilations_total", "ok"), 1);
+    assert_eq!(
+        counter(&after, "millrace_plugin_verification_failures_total", "cache"),
+        1
+    );
+    // Without a configured key each process has its own: nothing compiled by another process loads.
+    let own_key = shared(None);
+    own_key.store.load(&reference).await?;
+    assert_eq!(counter(&own_key, "millrace_plugin_compilations_total", "ok"), 1);
     Ok(())
 }

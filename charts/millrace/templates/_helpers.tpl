@@ -53,7 +53,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
       "bindings_file" "/etc/millrace/bindings/bindings.yaml"
       "reload" (dict "interval" .Values.reloadInterval)
       "metrics" (dict "address" (printf "0.0.0.0:%v" .Values.metrics.port))
-      "registry" (dict "cache_dir" "/var/cache/millrace") -}}
+      "registry" (dict "cache_dir" "/var/cache/millrace/plugins") -}}
 {{- if .Values.registryCredentials.existingSecret -}}
 {{- $_ := set $owned.registry "docker_config" "/etc/millrace/registry/.dockerconfigjson" -}}
 {{- end -}}

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use millrace_plugin_registry::{Credentials, PullPolicy, RegistryConfig};
+use millrace_plugin_registry::{CompiledKey, Credentials, PullPolicy, RegistryConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
 
@@ -17,7 +17,9 @@ use super::secret::Secret;
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrySection {
-    /// Plugin cache (modules, manifests, compiled artifacts); must be private to the worker.
+    /// Plugin cache (modules, manifests, compiled artifacts). Created private (0700); an existing directory
+    /// owned by another user or open to group or others is refused. In Kubernetes, a subdirectory of the
+    /// cache volume (whose root is world-writable).
     cache_dir: PathBuf,
     /// Bound of the cache (least recently used first).
     #[serde(with = "crate::units::size")]
@@ -30,6 +32,10 @@ pub struct RegistrySection {
     /// PEM CA certificate(s) trusted besides the system's, for a registry signed by a private CA
     /// (`millrace plugin ... --ca-file`).
     ca_file: Option<PathBuf>,
+    /// Token services on another host than their registry (`host` or `host:port`) trusted with the
+    /// registry's credentials, e.g. `auth.docker.io` for Docker Hub. A registry's own host always is; any
+    /// other token service gets an anonymous token request, never the credentials.
+    token_realms: Vec<String>,
     /// User name of basic credentials (the registry's token flow is followed).
     username: Option<String>,
     /// Password of `username`.
@@ -38,7 +44,14 @@ pub struct RegistrySection {
     password_file: Option<PathBuf>,
     /// A Docker `config.json` with credentials per registry (imagePullSecrets).
     docker_config: Option<PathBuf>,
-    /// Timeout of each request.
+    /// Key (at least 16 bytes) that authenticates compiled plugin artifacts in the cache, for a cache
+    /// shared or kept across restarts (a PersistentVolumeClaim): artifacts whose MAC does not verify under
+    /// it are compiled again, never loaded. Without it, a random key per process: every start compiles.
+    compiled_key: Option<Secret>,
+    /// A file holding `compiled_key` (a mounted Secret).
+    compiled_key_file: Option<PathBuf>,
+    /// Deadline of each registry operation as a whole (resolving a tag, pulling a manifest or a module):
+    /// a registry that trickles bytes cannot hold a pull for longer.
     #[serde(with = "crate::units::duration")]
     #[schemars(schema_with = "crate::units::duration::schema")]
     timeout: Duration,
@@ -52,10 +65,13 @@ impl Default for RegistrySection {
             pull_policy: "if-not-present".into(),
             insecure: Vec::new(),
             ca_file: None,
+            token_realms: Vec::new(),
             username: None,
             password: None,
             password_file: None,
             docker_config: None,
+            compiled_key: None,
+            compiled_key_file: None,
             timeout: Duration::from_secs(30),
         }
     }
@@ -72,6 +88,15 @@ impl RegistrySection {
             .map_err(|e| invalid("registry.pull_policy", e))?;
         registry.insecure_registries = self.insecure;
         registry.ca_file = self.ca_file;
+        registry.token_realms = self.token_realms;
+        if let Some(key) =
+            Secret::inline_or_file("registry.compiled_key", self.compiled_key, self.compiled_key_file)?
+        {
+            registry.compiled_key = Some(
+                CompiledKey::from_secret(key.expose().as_bytes())
+                    .map_err(|e| invalid("registry.compiled_key", e))?,
+            );
+        }
         registry.timeout = self.timeout;
         let password = Secret::inline_or_file("registry.password", self.password, self.password_file)?;
         registry.credentials = Credentials::from_parts(

@@ -122,6 +122,10 @@ pub struct RegistryArgs {
     /// PEM CA certificates to trust besides the system's (a registry signed by a private CA).
     #[arg(long, env = "MILLRACE_REGISTRY_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// A token service on another host than the registry that may receive the credentials (repeat for
+    /// several; Docker Hub: auth.docker.io). The registry's own host always may.
+    #[arg(long = "token-realm")]
+    token_realms: Vec<String>,
     /// Registry user name (basic auth, or the token flow the registry asks for).
     #[arg(long, env = "MILLRACE_REGISTRY_USERNAME")]
     username: Option<String>,

@@ -70,16 +70,27 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-fn default_cache_dir() -> PathBuf {
+/// The user's own cache directory; never a shared path under the system's temp directory, where another
+/// user could plant the directory first.
+fn default_cache_dir() -> Result<PathBuf> {
     std::env::var_os("XDG_CACHE_HOME")
+        .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
-        .unwrap_or_else(std::env::temp_dir)
-        .join("millrace/plugins")
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })
+        .map(|d| d.join("millrace/plugins"))
+        .ok_or_else(|| anyhow::anyhow!("no HOME or XDG_CACHE_HOME for the plugin cache: give --cache-dir"))
 }
 
 fn store(args: &RegistryArgs, reference: &PluginRef, runtime: Runtime) -> Result<PluginStore> {
-    let mut config = RegistryConfig::new(args.cache_dir.clone().unwrap_or_else(default_cache_dir));
+    let cache_dir = match &args.cache_dir {
+        Some(d) => d.clone(),
+        None => default_cache_dir()?,
+    };
+    let mut config = RegistryConfig::new(cache_dir);
     config.pull_policy = args
         .pull_policy
         .parse::<PullPolicy>()
@@ -88,6 +99,7 @@ fn store(args: &RegistryArgs, reference: &PluginRef, runtime: Runtime) -> Result
         config.insecure_registries.push(reference.registry().to_string());
     }
     config.ca_file = args.ca_file.clone();
+    config.token_realms = args.token_realms.clone();
     // Flags may come from the environment (MILLRACE_REGISTRY_PASSWORD, DOCKER_CONFIG_JSON): a user name given
     // wins over a Docker config, and a password without a user name is left unused.
     let basic = args.username.is_some();
