@@ -8,6 +8,8 @@
 //! <dir>/tags/<sha256 of reference>.json     the last resolution of a tag reference
 //! <dir>/repos/<sha256 of registry/repository>/<hex>   manifest <hex> was pulled from (or confirmed by)
 //!                                        that repository: a digest is served to a repository only then
+//! <dir>/signatures/<sha256 of registry/repository>/<hex>   the cosign signature manifest of manifest
+//!                                        <hex> in that repository, kept for offline starts (re-verified)
 //! <dir>/tmp/                             writes in progress (temp file + rename = atomic)
 //! ```
 //!
@@ -223,7 +225,15 @@ fn unpredictable() -> u64 {
 impl DiskCache {
     pub fn open(root: &Path, max_bytes: u64, key: CompiledKey) -> Result<Self, RegistryError> {
         private_dir(root)?;
-        for sub in ["blobs", "blobs/sha256", "compiled", "tags", "repos", "tmp"] {
+        for sub in [
+            "blobs",
+            "blobs/sha256",
+            "compiled",
+            "tags",
+            "repos",
+            "signatures",
+            "tmp",
+        ] {
             private_dir(&root.join(sub))?;
         }
         // Leftovers of writes interrupted by a crash.
@@ -396,6 +406,32 @@ impl DiskCache {
     pub fn put_repo(&self, repository: &str, manifest_digest: &str) -> Result<(), RegistryError> {
         let path = self.repo_marker(repository, manifest_digest)?;
         self.write_atomic(&path, repository.as_bytes())
+    }
+
+    fn signature_path(&self, repository: &str, manifest_digest: &str) -> Result<PathBuf, RegistryError> {
+        Ok(self
+            .root
+            .join("signatures")
+            .join(hex::encode(Sha256::digest(repository.as_bytes())))
+            .join(hex_of(manifest_digest)?))
+    }
+
+    /// The signature manifest last seen for `manifest_digest` in `repository` (verified again by the caller).
+    pub fn get_signature(
+        &self,
+        repository: &str,
+        manifest_digest: &str,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        self.read(&self.signature_path(repository, manifest_digest)?)
+    }
+
+    pub fn put_signature(
+        &self,
+        repository: &str,
+        manifest_digest: &str,
+        raw: &[u8],
+    ) -> Result<(), RegistryError> {
+        self.write_atomic(&self.signature_path(repository, manifest_digest)?, raw)
     }
 
     pub fn get_tag(&self, reference: &str) -> Option<TagEntry> {

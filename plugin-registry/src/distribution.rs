@@ -521,7 +521,7 @@ impl Distribution {
             let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
             if actual != digest {
                 return Err(RegistryError::DigestMismatch {
-                    what: format!("module layer of {r}"),
+                    what: format!("blob {digest} of {r}"),
                     expected: digest.into(),
                     actual,
                 });

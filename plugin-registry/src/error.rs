@@ -61,6 +61,16 @@ pub enum RegistryError {
     #[error("plugin {digest} does not load: {error}")]
     Plugin { digest: String, error: PluginError },
 
+    /// The trust policy requires a signature and there is none (no `sha256-<hex>.sig` artifact, or one
+    /// without a simple-signing layer). Retriable: the signature is often pushed just after the plugin.
+    #[error("{reference} is not signed, and the trust policy requires a signature: {detail}")]
+    Unsigned { reference: String, detail: String },
+
+    /// A signature is there but verifies with none of the trusted keys, or names another digest or
+    /// repository. Retriable: it can be replaced by a good one without the plugin changing.
+    #[error("signature of {reference} rejected: {reason}")]
+    BadSignature { reference: String, reason: String },
+
     /// Any other answer of the registry that breaks the protocol.
     #[error("registry {registry}: {message}")]
     Protocol { registry: String, message: String },
@@ -82,6 +92,8 @@ impl RegistryError {
         "invalid_ca",
         "credentials",
         "plugin",
+        "unsigned",
+        "bad_signature",
         "protocol",
     ];
 
@@ -99,6 +111,8 @@ impl RegistryError {
             Self::InvalidCa { .. } => "invalid_ca",
             Self::Credentials { .. } => "credentials",
             Self::Plugin { .. } => "plugin",
+            Self::Unsigned { .. } => "unsigned",
+            Self::BadSignature { .. } => "bad_signature",
             Self::Protocol { .. } => "protocol",
         }
     }
@@ -109,6 +123,8 @@ impl RegistryError {
             Self::Unreachable { .. }
             | Self::NotCached { .. }
             | Self::Protocol { .. }
+            | Self::Unsigned { .. }
+            | Self::BadSignature { .. }
             | Self::Cache { .. } => true,
             Self::Plugin { error, .. } => error.is_retriable(),
             _ => false,
@@ -181,6 +197,14 @@ mod tests {
             RegistryError::Plugin {
                 digest: s(),
                 error: PluginError::NotWasm { detail: s() },
+            },
+            RegistryError::Unsigned {
+                reference: s(),
+                detail: s(),
+            },
+            RegistryError::BadSignature {
+                reference: s(),
+                reason: s(),
             },
             RegistryError::Protocol {
                 registry: s(),

@@ -287,6 +287,41 @@ impl OciSource {
     }
 }
 
+impl OciSource {
+    /// Pushes a signature artifact (payload and config blobs, then the manifest) to `tag` of the
+    /// repository of `r`.
+    pub async fn push_signature(
+        &self,
+        r: &PluginRef,
+        tag: &str,
+        payload: &[u8],
+        config: &[u8],
+        manifest: Vec<u8>,
+    ) -> Result<(), RegistryError> {
+        self.pull.check_token_realm(r).await?;
+        let auth = self.auth(r)?;
+        self.client.store_auth_if_needed(r.registry(), &auth).await;
+        for blob in [payload, config] {
+            self.client
+                .push_blob(r.oci(), blob.to_vec(), &sha256(blob))
+                .await
+                .map_err(|e| map_err(e, r))?;
+        }
+        let target = oci_client::Reference::with_tag(
+            r.oci().registry().to_string(),
+            r.repository().to_string(),
+            tag.to_string(),
+        );
+        let content_type =
+            reqwest::header::HeaderValue::from_static("application/vnd.oci.image.manifest.v1+json");
+        self.client
+            .push_manifest_raw(&target, manifest, content_type)
+            .await
+            .map_err(|e| map_err(e, r))?;
+        Ok(())
+    }
+}
+
 fn parse_manifest(raw: &[u8], r: &PluginRef) -> Result<OciImageManifest, RegistryError> {
     let value: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| RegistryError::UnsupportedArtifact {

@@ -240,6 +240,7 @@ fn read_key_file(path: &Path) -> Result<(String, Vec<u8>), SignatureError> {
 }
 
 /// A public key whose signatures are trusted, with a name for logs (the file it came from, usually).
+#[derive(Clone)]
 pub struct TrustedKey {
     name: String,
     kind: String,
@@ -1268,5 +1269,37 @@ CU72GF4nko2cd2StuowgdTQNHNMtrH+JYQw65R8TxYANviwc0BTKAmiUBw==
         assert_eq!(repository_of("host:5000/a/b"), "host:5000/a/b");
         assert_eq!(repository_of(&format!("host:5000/a/b@{DIGEST}")), "host:5000/a/b");
         assert_eq!(repository_of(&format!("host/a:v1@{DIGEST}")), "host/a");
+    }
+}
+
+/// Who must have signed the plugins of which repositories.
+#[derive(Debug, Clone, Default)]
+pub struct TrustPolicy {
+    pub rules: Vec<TrustRule>,
+}
+
+/// One rule of a [`TrustPolicy`]: for references under `prefix` (a registry `host[:port]`, or
+/// `host[:port]/path` of repositories), whether a signature is required and by which keys.
+#[derive(Debug, Clone)]
+pub struct TrustRule {
+    pub prefix: String,
+    pub require_signature: bool,
+    pub keys: Vec<TrustedKey>,
+}
+
+impl TrustPolicy {
+    /// The rule for `repository` (`host[:port]/path`): the one with the longest prefix matching whole
+    /// components (`reg/team` matches `reg/team/x`, not `reg/teammate`).
+    pub fn rule_for(&self, repository: &str) -> Option<&TrustRule> {
+        self.rules
+            .iter()
+            .filter(|r| {
+                let p = r.prefix.trim_end_matches('/');
+                repository == p
+                    || repository
+                        .strip_prefix(p)
+                        .is_some_and(|rest| rest.starts_with('/'))
+            })
+            .max_by_key(|r| r.prefix.trim_end_matches('/').len())
     }
 }

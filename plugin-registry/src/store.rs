@@ -12,6 +12,7 @@ use oci_client::manifest::OciImageManifest;
 
 use crate::cache::{CompiledKey, DiskCache, Lookup, sha256};
 use crate::oci::OciSource;
+use crate::signature::{self, SignatureError, TrustPolicy};
 use crate::{Credentials, PluginRef, RegistryError, RegistryMetrics, media};
 
 /// When a tag is resolved again (a digest never is: it names immutable content).
@@ -72,6 +73,8 @@ pub struct RegistryConfig {
     /// registry's credentials (Docker Hub: `auth.docker.io`). A realm on the registry's own host always may.
     pub token_realms: Vec<String>,
     pub credentials: Credentials,
+    /// Which plugins must be signed, and by whom (cosign signatures in the registry).
+    pub trust: TrustPolicy,
     /// Key of the compiled artifacts' MACs. `None`: a random one per process, so compiled artifacts of
     /// earlier processes (or anyone else who could write the cache) are compiled again, never loaded.
     pub compiled_key: Option<CompiledKey>,
@@ -92,6 +95,7 @@ impl RegistryConfig {
             token_realms: Vec::new(),
             credentials: Credentials::Anonymous,
             compiled_key: None,
+            trust: TrustPolicy::default(),
             timeout: Duration::from_secs(30),
         }
     }
@@ -155,6 +159,8 @@ struct Inner {
     /// the same compiled plugin. The store itself does not keep a plugin in memory; what nobody holds any
     /// more comes back from the disk cache.
     loaded: Mutex<HashMap<String, (WeakPlugin, String)>>,
+    /// `registry/repository@digest` whose signature verified under the trust policy (this process).
+    verified: Mutex<std::collections::HashSet<String>>,
     /// One lock per manifest digest being fetched or compiled.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -206,6 +212,7 @@ impl PluginStore {
                 engine_key,
                 metrics,
                 loaded: Mutex::new(HashMap::new()),
+                verified: Mutex::new(std::collections::HashSet::new()),
                 flights: Mutex::new(HashMap::new()),
             }),
         })
@@ -289,6 +296,7 @@ impl PluginStore {
     /// Verified module bytes of `reference`, from the cache or the registry.
     pub async fn fetch(&self, reference: &PluginRef) -> Result<Fetched, RegistryError> {
         let resolved = self.resolve(reference).await?;
+        self.check_signature(reference, &resolved.manifest_digest).await?;
         let flight = self.flight(&resolved.manifest_digest);
         let _guard = flight.lock().await;
         self.fetch_resolved(reference, &resolved.manifest_digest).await
@@ -442,6 +450,7 @@ impl PluginStore {
         let start = Instant::now();
         let resolved = self.resolve(reference).await?;
         let digest = resolved.manifest_digest;
+        self.check_signature(reference, &digest).await?;
         let key = format!("{}@{digest}", repository_of(reference));
         if let Some(loaded) = self.in_memory(&key, &digest, start) {
             return Ok(loaded);
@@ -516,6 +525,186 @@ impl PluginStore {
             }),
             Err(e) => Err(e),
         }
+    }
+
+    /// Enforces the trust policy: where the rule for the reference's repository requires a signature, a
+    /// cosign signature of `digest` (tag `sha256-<hex>.sig` in the same repository) must verify with one of
+    /// its keys and name this digest and repository. The signature manifest is kept in the cache, so an
+    /// offline start verifies it again from there; a verdict is remembered for the process.
+    async fn check_signature(&self, reference: &PluginRef, digest: &str) -> Result<(), RegistryError> {
+        let repository = repository_of(reference);
+        let Some(rule) = self.inner.config.trust.rule_for(&repository) else {
+            return Ok(());
+        };
+        if !rule.require_signature {
+            return Ok(());
+        }
+        let verdict_key = format!("{repository}@{digest}");
+        if lock(&self.inner.verified).contains(&verdict_key) {
+            return Ok(());
+        }
+        let pinned = reference.pinned(digest);
+        match self
+            .verify_signature(reference, &repository, digest, &rule.keys)
+            .await
+        {
+            Ok(by) => {
+                tracing::info!(reference = %pinned, key = %by.key, "plugin signature verified");
+                lock(&self.inner.verified).insert(verdict_key);
+                Ok(())
+            }
+            Err(e) => Err(self.signature_refusal(&pinned, e)),
+        }
+    }
+
+    /// The registry error a failed signature check stands for, counted and logged.
+    fn signature_refusal(&self, pinned: &PluginRef, failure: SignatureError) -> RegistryError {
+        let registry = pinned.registry().to_string();
+        let error = match failure {
+            SignatureError::Unsigned { detail, .. } => RegistryError::Unsigned {
+                reference: pinned.to_string(),
+                detail,
+            },
+            SignatureError::Fetch {
+                message, retriable, ..
+            } => {
+                let message = format!("fetching the signature of {pinned}: {message}");
+                return if retriable {
+                    RegistryError::Unreachable { registry, message }
+                } else {
+                    RegistryError::Protocol { registry, message }
+                };
+            }
+            other => RegistryError::BadSignature {
+                reference: pinned.to_string(),
+                reason: other.to_string(),
+            },
+        };
+        self.inner
+            .metrics
+            .verification_failures
+            .with_label_values(&[error.kind()])
+            .inc();
+        tracing::warn!(reference = %pinned, reason = error.kind(), error = %error,
+            "plugin refused by the trust policy");
+        error
+    }
+
+    /// Verifies the cosign signature of what `reference` names with `keys`, whatever the trust policy says
+    /// (`millrace plugin verify`); returns the manifest digest and who signed it.
+    pub async fn verify(
+        &self,
+        reference: &PluginRef,
+        keys: &[signature::TrustedKey],
+    ) -> Result<(String, signature::VerifiedBy), RegistryError> {
+        let digest = self.resolve(reference).await?.manifest_digest;
+        let pinned = reference.pinned(&digest);
+        self.verify_signature(reference, &repository_of(reference), &digest, keys)
+            .await
+            .map(|by| (digest, by))
+            .map_err(|e| self.signature_refusal(&pinned, e))
+    }
+
+    /// Signs the manifest `reference` names with `key`, in cosign's format, and pushes the signature to
+    /// the `sha256-<hex>.sig` tag of the same repository; returns the signed manifest's digest.
+    pub async fn sign(
+        &self,
+        reference: &PluginRef,
+        key: &signature::SigningKey,
+    ) -> Result<String, RegistryError> {
+        let digest = self.resolve(reference).await?.manifest_digest;
+        let bad_key = |e: SignatureError| RegistryError::Credentials {
+            source_name: key.name().to_string(),
+            message: e.to_string(),
+        };
+        let payload = signature::payload(&repository_of(reference), &digest);
+        let signed = key.sign(&payload).map_err(bad_key)?;
+        let (manifest, config) = signature::signature_manifest(&payload, &signed);
+        let tag = signature::signature_tag(&digest).map_err(bad_key)?;
+        self.inner
+            .source
+            .push_signature(reference, &tag, &payload, &config, manifest)
+            .await?;
+        Ok(digest)
+    }
+
+    /// Fetches (or reads from the cache, offline) the signature artifact of `digest` and verifies it.
+    async fn verify_signature(
+        &self,
+        reference: &PluginRef,
+        repository: &str,
+        digest: &str,
+        keys: &[signature::TrustedKey],
+    ) -> Result<signature::VerifiedBy, SignatureError> {
+        let tag = signature::signature_tag(digest)?;
+        let fetch_error = |e: RegistryError| match e {
+            RegistryError::DigestMismatch { .. } | RegistryError::TooLarge { .. } => {
+                SignatureError::BadSignature {
+                    digest: digest.to_string(),
+                    reason: e.to_string(),
+                }
+            }
+            e => SignatureError::Fetch {
+                digest: digest.to_string(),
+                message: e.to_string(),
+                retriable: e.is_retriable(),
+            },
+        };
+        let cache = &self.inner.cache;
+        let manifest = match self.inner.source.manifest_by_tag(reference, &tag).await {
+            Ok(Some(raw)) => {
+                if let Err(e) = cache.put_signature(repository, digest, &raw) {
+                    tracing::warn!(error = %e, "could not keep a signature manifest in the cache");
+                }
+                raw
+            }
+            Ok(None) => {
+                return Err(SignatureError::Unsigned {
+                    digest: digest.to_string(),
+                    detail: format!("no signature artifact at tag {tag} of {repository}"),
+                });
+            }
+            Err(e) if offline(&e) => match cache.get_signature(repository, digest) {
+                Ok(Some(raw)) => raw,
+                _ => return Err(fetch_error(e)),
+            },
+            Err(e) => return Err(fetch_error(e)),
+        };
+        let layers = signature::signature_layers(&manifest, digest)?;
+        let expected = repository.to_string();
+        let mut first = None;
+        for layer in &layers {
+            if layer.size > signature::MAX_PAYLOAD_BYTES as u64 {
+                first.get_or_insert(SignatureError::BadSignature {
+                    digest: digest.to_string(),
+                    reason: format!("payload {} is {} bytes, over the limit", layer.digest, layer.size),
+                });
+                continue;
+            }
+            let blob = match cache.get_blob(&layer.digest) {
+                Ok(Lookup::Hit(b)) => b,
+                _ => {
+                    let b = self
+                        .inner
+                        .source
+                        .blob(reference, &layer.digest, layer.size)
+                        .await
+                        .map_err(fetch_error)?;
+                    let _ = cache.put_blob(&layer.digest, &b);
+                    b
+                }
+            };
+            match layer.verify(&blob, digest, Some(&expected), keys) {
+                Ok(by) => return Ok(by),
+                Err(e) => {
+                    first.get_or_insert(e);
+                }
+            }
+        }
+        Err(first.unwrap_or_else(|| SignatureError::Unsigned {
+            digest: digest.to_string(),
+            detail: "no signature layer".into(),
+        }))
     }
 
     fn in_memory(&self, key: &str, manifest_digest: &str, start: Instant) -> Option<Loaded> {

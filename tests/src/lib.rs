@@ -332,3 +332,45 @@ pub fn dist(name: &str) -> PathBuf {
     );
     p
 }
+
+/// An independent cosign-format signer (`scripts/cosign-sign.py`: Python `cryptography` and the ORAS SDK, no
+/// code of ours): writes a P-256 key pair `<prefix>.key`/`<prefix>.pub`.
+pub fn cosign_keygen(prefix: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let out = std::process::Command::new(venv_python())
+        .arg(repo_root().join("scripts/cosign-sign.py"))
+        .arg("--generate-key")
+        .arg(prefix)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cosign-sign.py --generate-key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let with = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
+    Ok((with("key"), with("pub")))
+}
+
+/// Signs `registry/repository@digest` with the independent cosign-format signer and pushes the signature to
+/// the `sha256-<hex>.sig` tag (plain HTTP).
+pub fn cosign_sign(registry: &str, repository: &str, digest: &str, key: &Path) -> anyhow::Result<()> {
+    let out = std::process::Command::new(venv_python())
+        .arg(repo_root().join("scripts/cosign-sign.py"))
+        .args([
+            "--registry",
+            registry,
+            "--repository",
+            repository,
+            "--digest",
+            digest,
+        ])
+        .arg("--key")
+        .arg(key)
+        .arg("--insecure")
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "cosign-sign.py {registry}/{repository}@{digest}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}

@@ -14,7 +14,9 @@ use millrace_tests::e2e::{
     committed, create_db, dead_letters, es_hits, influx_ids, metric_record, metrics_text, probe, produce,
     signal, spawn_worker_process, terminate, wait_points,
 };
-use millrace_tests::{addr, eventually, free_port, oras_push, push_plugin, unique};
+use millrace_tests::{
+    addr, cosign_keygen, cosign_sign, eventually, free_port, oras_push, push_plugin, unique,
+};
 
 struct Live {
     uid: String,
@@ -238,6 +240,152 @@ async fn a_new_version_rolls_out_mid_stream_and_broken_versions_are_refused() ->
     stop.send(()).ok();
     worker.await??;
     assert_eq!(committed(&live.group, &[&topic])?.get(&topic), Some(&2000));
+    Ok(())
+}
+
+/// The `millrace plugin ...` command line with the stack's registry over plain HTTP; (exit code, stdout,
+/// stderr).
+fn plugin_cli(args: &[&str], cache: &Path) -> (i32, String, String) {
+    let out = std::process::Command::new(millrace_tests::e2e::millrace_bin())
+        .arg("plugin")
+        .args(args)
+        .arg("--insecure")
+        .arg("--cache-dir")
+        .arg(cache)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn refusals_for(metrics: &str, reason: &str) -> u64 {
+    let needle = format!("millrace_reloads_total{{reason=\"{reason}\",result=\"refused\"}} ");
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(needle.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Issue 14: a trust policy on the binding's repository. A version signed by an independent cosign-format
+/// signer runs; an unsigned version and one signed by an untrusted key are refused at reload with their
+/// reasons while the signed version keeps serving; signing the waiting version with `millrace plugin sign`
+/// lets it roll out (an unsigned version is tried again: signatures are often pushed after the plugin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_signed_versions_roll_out_and_the_running_one_keeps_serving() -> Result<()> {
+    let live = Live::new().await?;
+    let repo = &live.repo;
+    let registry = addr("registry");
+    let repository = repo.strip_prefix(&format!("{registry}/")).unwrap().to_string();
+    let keys = tempfile::tempdir()?;
+    let cli_cache = keys.path().join("cli-cache");
+    let (independent_key, independent_pub) = cosign_keygen(&keys.path().join("independent"))?;
+    let ours = keys.path().join("ours");
+    let out = std::process::Command::new(millrace_tests::e2e::millrace_bin())
+        .args(["plugin", "keygen"])
+        .arg(&ours)
+        .output()?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ours_key = keys.path().join("ours.key");
+    let ours_pub = keys.path().join("ours.pub");
+    let (untrusted_key, _) = cosign_keygen(&keys.path().join("untrusted"))?;
+    std::fs::write(keys.path().join("v3-config.json"), "{}")?;
+
+    let v1 = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    // v2 would pass the smoke check (as v3 does): only its signature stops it.
+    let v2 = push_plugin(&format!("{repo}:v2"), "c_envelope")?;
+    cosign_sign(&registry, &repository, &v1, &independent_key)?;
+    cosign_sign(&registry, &repository, &v2, &untrusted_key)?;
+    let v3 = oras_push(
+        &format!("{repo}:v3"),
+        &millrace_tests::dist("c_envelope"),
+        Some("application/wasm"),
+        Some((
+            &keys.path().join("v3-config.json"),
+            "application/vnd.oci.empty.v1+json",
+        )),
+    )?;
+
+    let topic = format!("client-{}", live.uid);
+    live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{v1}"))]);
+    let trust = format!(
+        "[[registry.trust]]\nprefix = \"{registry}/live\"\nkeys = [\"{}\", \"{}\"]\n",
+        independent_pub.display(),
+        ours_pub.display()
+    );
+    let (stop, worker) = live.config().extra(&trust).start().expect("worker config");
+    live.wait_active("acme", &v1).await;
+    produce(&topic, &(0..200).map(metric_record).collect::<Vec<_>>()).await?;
+    wait_points(
+        &live.db,
+        200,
+        Duration::from_secs(60),
+        "records under the signed v1",
+    )
+    .await;
+
+    for (version, reason) in [(&v2, "bad_signature"), (&v3, "unsigned")] {
+        live.write_bindings(&[binding("acme", &topic, &format!("{repo}@{version}"))]);
+        eventually(
+            Duration::from_secs(30),
+            &format!("{reason} to be refused"),
+            || async { (refusals_for(&live.metrics().await, reason) > 0).then_some(()) },
+        )
+        .await;
+        let metrics = live.metrics().await;
+        assert!(
+            metrics.contains(&format!(
+                "millrace_plugin_info{{binding=\"acme\",digest=\"{v1}\"}} 1"
+            )),
+            "v1 keeps serving"
+        );
+        assert!(
+            metrics.contains(&format!(
+                "millrace_plugin_verification_failures_total{{what=\"{reason}\"}}"
+            )),
+            "counted by reason"
+        );
+    }
+    produce(&topic, &(200..400).map(metric_record).collect::<Vec<_>>()).await?;
+    wait_points(
+        &live.db,
+        400,
+        Duration::from_secs(60),
+        "v1 still serving after the refusals",
+    )
+    .await;
+
+    // `millrace plugin verify` agrees with the worker; `millrace plugin sign` makes v3 acceptable, and the
+    // waiting binding picks it up without another change to the file.
+    let pinned = |d: &str| format!("{repo}@{d}");
+    let pub_path = ours_pub.to_str().unwrap();
+    let (code, _, err) = plugin_cli(&["verify", &pinned(&v3), "--key", pub_path], &cli_cache);
+    assert_eq!(code, 1, "unsigned: {err}");
+    assert!(err.contains("unsigned"), "{err}");
+    let (code, out, err) = plugin_cli(
+        &["sign", &pinned(&v3), "--key", ours_key.to_str().unwrap()],
+        &cli_cache,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), v3);
+    let (code, out, err) = plugin_cli(&["verify", &pinned(&v3), "--key", pub_path], &cli_cache);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("verified with"), "{out}");
+    let (code, _, err) = plugin_cli(
+        &["verify", &pinned(&v1), "--key", independent_pub.to_str().unwrap()],
+        &cli_cache,
+    );
+    assert_eq!(
+        code, 0,
+        "the independent signature verifies on the command line too: {err}"
+    );
+    live.wait_active("acme", &v3).await;
+
+    stop.send(()).ok();
+    worker.await??;
     Ok(())
 }
 

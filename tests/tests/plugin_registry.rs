@@ -835,3 +835,101 @@ async fn a_tampered_compiled_artifact_never_executes() -> Result<()> {
     assert_eq!(counter(&own_key, "millrace_plugin_compilations_total", "ok"), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn the_trust_policy_accepts_cosign_signatures_by_trusted_keys_only() -> Result<()> {
+    use millrace_plugin_registry::signature::{TrustPolicy, TrustRule, TrustedKey};
+    use millrace_tests::{cosign_keygen, cosign_sign};
+    let mut reg = PrivateRegistry::start(None)?;
+    let keys = tempfile::tempdir()?;
+    let (trusted_key, trusted_pub) = cosign_keygen(&keys.path().join("trusted"))?;
+    let (other_key, _) = cosign_keygen(&keys.path().join("other"))?;
+    let signed = push_plugin(&format!("{}/team/signed:v1", reg.addr), "seed_router")?;
+    let unsigned = push_plugin(&format!("{}/team/unsigned:v1", reg.addr), "seed_router")?;
+    let wrong = push_plugin(&format!("{}/team/wrong:v1", reg.addr), "seed_router")?;
+    let copied = push_plugin(&format!("{}/team/copied:v1", reg.addr), "acme_iot")?;
+    let exempt = push_plugin(&format!("{}/team/lab/x:v1", reg.addr), "seed_router")?;
+    // Signatures made by an independent implementation of the cosign format.
+    cosign_sign(&reg.addr, "team/signed", &signed, &trusted_key)?;
+    cosign_sign(&reg.addr, "team/wrong", &wrong, &other_key)?;
+    // A good signature of one plugin copied to another's signature tag: it names the wrong digest.
+    cosign_sign(&reg.addr, "team/copied", &signed, &trusted_key)?;
+    let tag = |d: &str| format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
+    let copy = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--preserve-digests",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{}/team/copied:{}", reg.addr, tag(&signed)))
+        .arg(format!("docker://{}/team/copied:{}", reg.addr, tag(&copied)))
+        .output()?;
+    assert!(copy.status.success(), "{}", String::from_utf8_lossy(&copy.stderr));
+
+    let key = TrustedKey::from_file(&trusted_pub)?;
+    let policy = TrustPolicy {
+        rules: vec![
+            TrustRule {
+                prefix: format!("{}/team", reg.addr),
+                require_signature: true,
+                keys: vec![key],
+            },
+            TrustRule {
+                prefix: format!("{}/team/lab", reg.addr),
+                require_signature: false,
+                keys: vec![],
+            },
+        ],
+    };
+    let cache = tempfile::tempdir()?;
+    let f = store_with(&reg.addr, Some(cache.path()), |c| c.trust = policy.clone());
+    let addr = reg.addr.clone();
+    let load = |repo: &str, d: &str| PluginRef::parse(&format!("{addr}/{repo}@{d}")).unwrap();
+
+    let loaded = f.store.load(&load("team/signed", &signed)).await?;
+    assert_eq!(
+        route_metric(&loaded.plugin),
+        "env_metrics,source=s1,unit=C value=1.5"
+    );
+    f.store.load(&load("team/lab/x", &exempt)).await?;
+    for (repo, digest, kind) in [
+        ("team/unsigned", &unsigned, "unsigned"),
+        ("team/wrong", &wrong, "bad_signature"),
+        ("team/copied", &copied, "bad_signature"),
+    ] {
+        let err = f.store.load(&load(repo, digest)).await.unwrap_err();
+        assert_eq!(err.kind(), kind, "{repo}: {err}");
+        assert!(err.is_retriable(), "a signature can still be pushed or replaced");
+    }
+    assert_eq!(
+        counter(&f, "millrace_plugin_verification_failures_total", "unsigned"),
+        1
+    );
+    assert_eq!(
+        counter(&f, "millrace_plugin_verification_failures_total", "bad_signature"),
+        2
+    );
+    let copied_err = f.store.load(&load("team/copied", &copied)).await.unwrap_err();
+    assert!(
+        copied_err.to_string().contains(&signed),
+        "names the digest it signed: {copied_err}"
+    );
+
+    // Offline, a new process verifies the kept signature again, with its own keys.
+    reg.stop();
+    let offline = store_with(&reg.addr, Some(cache.path()), |c| c.trust = policy.clone());
+    offline.store.load(&load("team/signed", &signed)).await?;
+    let mut stricter = policy.clone();
+    let (_, unrelated_pub) = cosign_keygen(&keys.path().join("unrelated"))?;
+    stricter.rules[0].keys = vec![TrustedKey::from_file(&unrelated_pub)?];
+    let rotated = store_with(&reg.addr, Some(cache.path()), |c| c.trust = stricter);
+    let err = rotated
+        .store
+        .load(&load("team/signed", &signed))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), "bad_signature", "{err}");
+    Ok(())
+}

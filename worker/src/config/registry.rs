@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use millrace_plugin_registry::signature::{TrustRule, TrustedKey};
 use millrace_plugin_registry::{CompiledKey, Credentials, PullPolicy, RegistryConfig};
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -50,6 +51,10 @@ pub struct RegistrySection {
     compiled_key: Option<Secret>,
     /// A file holding `compiled_key` (a mounted Secret).
     compiled_key_file: Option<PathBuf>,
+    /// Which plugins must be signed (cosign signatures in the registry) and by whom: rules per registry or
+    /// repository prefix; the longest matching prefix decides. A plugin that breaks its rule is refused at
+    /// start and at reload (reason `unsigned` or `bad_signature`); a running version keeps serving.
+    trust: Vec<TrustSection>,
     /// Deadline of each registry operation as a whole (resolving a tag, pulling a manifest or a module):
     /// a registry that trickles bytes cannot hold a pull for longer.
     #[serde(with = "crate::units::duration")]
@@ -72,8 +77,60 @@ impl Default for RegistrySection {
             docker_config: None,
             compiled_key: None,
             compiled_key_file: None,
+            trust: Vec::new(),
             timeout: Duration::from_secs(30),
         }
+    }
+}
+
+/// One rule of `registry.trust`.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// A registry (`host[:port]`) or a repository prefix (`host[:port]/team/`), matched on whole path
+    /// components.
+    prefix: String,
+    /// Whether plugins under the prefix must carry a signature by one of `keys` (`false` exempts a
+    /// narrower prefix from a wider rule).
+    #[serde(default = "yes")]
+    require_signature: bool,
+    /// Public keys (PEM files, e.g. a mounted Secret; cosign's `cosign.pub` works as is): ECDSA P-256/384/521,
+    /// RSA >= 2048 bits or Ed25519. A signature by any one of them is accepted.
+    #[serde(default)]
+    keys: Vec<PathBuf>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl TrustSection {
+    fn validate(self, i: usize) -> Result<TrustRule, ConfigError> {
+        let key = |k: &str| format!("registry.trust[{i}].{k}");
+        let prefix = self.prefix.trim().trim_end_matches('/').to_string();
+        if prefix.is_empty() || prefix.contains("://") {
+            return Err(invalid(
+                &key("prefix"),
+                "give a registry host[:port] or a repository prefix host[:port]/path, without a scheme",
+            ));
+        }
+        if self.require_signature && self.keys.is_empty() {
+            return Err(invalid(
+                &key("keys"),
+                "a rule that requires signatures needs at least one public key",
+            ));
+        }
+        let keys = self
+            .keys
+            .iter()
+            .map(TrustedKey::from_file)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| invalid(&key("keys"), e))?;
+        Ok(TrustRule {
+            prefix,
+            require_signature: self.require_signature,
+            keys,
+        })
     }
 }
 
@@ -89,6 +146,17 @@ impl RegistrySection {
         registry.insecure_registries = self.insecure;
         registry.ca_file = self.ca_file;
         registry.token_realms = self.token_realms;
+        let mut prefixes = std::collections::HashSet::new();
+        for (i, rule) in self.trust.into_iter().enumerate() {
+            let rule = rule.validate(i)?;
+            if !prefixes.insert(rule.prefix.clone()) {
+                return Err(invalid(
+                    &format!("registry.trust[{i}].prefix"),
+                    format!("`{}` has a rule already", rule.prefix),
+                ));
+            }
+            registry.trust.rules.push(rule);
+        }
         if let Some(key) =
             Secret::inline_or_file("registry.compiled_key", self.compiled_key, self.compiled_key_file)?
         {

@@ -32,6 +32,15 @@ pub enum PluginCommand {
     Push(PushArgs),
     /// Pull a plugin into the local cache (verified and compiled); prints its digest.
     Pull(PullArgs),
+    /// Sign a plugin in its registry the way cosign does (ECDSA P-256 key; signature at tag
+    /// sha256-<hex>.sig of the same repository); prints the signed digest. Workers whose trust policy
+    /// lists the public key accept it; `cosign verify --key` does too.
+    Sign(SignArgs),
+    /// Verify a plugin's cosign signature with public keys (ours or cosign's); prints the digest and the
+    /// key that verified it. Exits 1 when unsigned or wrongly signed.
+    Verify(VerifyArgs),
+    /// Write a new ECDSA P-256 key pair for `plugin sign`: NAME.key (private, mode 0600) and NAME.pub.
+    Keygen(KeygenArgs),
     /// Measure a plugin: records/s over a corpus, fuel per record, instantiation time, memory per instance.
     Bench(BenchArgs),
     /// Scaffold a plugin project (Rust, Go or C): source, a native unit test, build and test scripts and
@@ -151,6 +160,34 @@ pub struct PushArgs {
 }
 
 #[derive(Args, Debug)]
+pub struct SignArgs {
+    /// What to sign: registry/repository:tag or @sha256:... (a tag is resolved and its digest signed).
+    reference: String,
+    /// The private key (PKCS#8 PEM, unencrypted; `millrace plugin keygen` writes one).
+    #[arg(long)]
+    key: PathBuf,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// What to verify: registry/repository:tag or @sha256:...
+    reference: String,
+    /// A trusted public key (PEM); repeat for several. Any one verifying is enough.
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Path prefix of the files to write (NAME.key, NAME.pub); existing files are not overwritten.
+    name: PathBuf,
+}
+
+#[derive(Args, Debug)]
 pub struct PullArgs {
     /// What: registry/repository:tag or registry/repository@sha256:...
     reference: String,
@@ -198,6 +235,9 @@ pub fn run(cmd: PluginCommand) -> Result<ExitCode> {
         PluginCommand::Inspect(a) => registry::inspect(a),
         PluginCommand::Push(a) => registry::push(a),
         PluginCommand::Pull(a) => registry::pull(a),
+        PluginCommand::Sign(a) => registry::sign(a),
+        PluginCommand::Verify(a) => registry::verify(a),
+        PluginCommand::Keygen(a) => registry::keygen(a),
         PluginCommand::Bench(a) => bench::run(a),
         PluginCommand::New(a) => new::run(a),
     }

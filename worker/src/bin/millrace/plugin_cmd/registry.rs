@@ -1,7 +1,10 @@
-//! `millrace plugin inspect|push|pull`: a module's exports and imports, and the OCI registry side of plugins
-//! (a store with the same pull policy and credentials parsing as the worker).
+//! `millrace plugin inspect|push|pull|sign|verify|keygen`: a module's exports and imports, and the OCI
+//! registry side of plugins (a store with the same pull policy and credentials parsing as the worker), with
+//! cosign-format signatures for users without cosign.
 
 use super::*;
+use millrace_plugin_registry::RegistryError;
+use millrace_plugin_registry::signature::{self, SigningKey, TrustedKey};
 
 pub(super) fn inspect(args: InspectArgs) -> Result<ExitCode> {
     let runtime = Runtime::new(EngineConfig {
@@ -149,6 +152,71 @@ pub(super) fn push(args: PushArgs) -> Result<ExitCode> {
         start.elapsed().as_millis()
     ));
     println!("{digest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn small_runtime() -> Result<Runtime> {
+    Ok(Runtime::new(EngineConfig {
+        max_instances: 2,
+        ..EngineConfig::default()
+    })?)
+}
+
+pub(super) fn sign(args: SignArgs) -> Result<ExitCode> {
+    let reference = PluginRef::parse(&args.reference)?;
+    let key = SigningKey::from_file(&args.key)?;
+    let store = store(&args.registry, &reference, small_runtime()?)?;
+    let digest = tokio_runtime()?.block_on(store.sign(&reference, &key))?;
+    progress(&format!(
+        "signed {}@{digest} with {} ({})",
+        reference.repository(),
+        key.name(),
+        key.key_type()
+    ));
+    println!("{digest}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn verify(args: VerifyArgs) -> Result<ExitCode> {
+    let reference = PluginRef::parse(&args.reference)?;
+    let keys = args
+        .keys
+        .iter()
+        .map(TrustedKey::from_file)
+        .collect::<Result<Vec<_>, _>>()?;
+    let store = store(&args.registry, &reference, small_runtime()?)?;
+    match tokio_runtime()?.block_on(store.verify(&reference, &keys)) {
+        Ok((digest, by)) => {
+            println!("{digest} signed; verified with {}", by.key);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (RegistryError::Unsigned { .. } | RegistryError::BadSignature { .. })) => {
+            eprintln!("{}: {e}", e.kind());
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) fn keygen(args: KeygenArgs) -> Result<ExitCode> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let (private, public) = signature::generate_p256()?;
+    let with = |ext: &str| {
+        let mut p = args.name.clone().into_os_string();
+        p.push(ext);
+        PathBuf::from(p)
+    };
+    for (path, bytes, mode) in [(with(".key"), &private, 0o600), (with(".pub"), &public, 0o644)] {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&path)
+            .with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(bytes)?;
+        println!("{}", path.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
