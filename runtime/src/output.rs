@@ -288,8 +288,10 @@ fn check_index_name(index: &str) -> Result<(), String> {
     if index.len() > 255 {
         return bad("longer than 255 bytes");
     }
-    if index == "." || index == ".." {
-        return bad("`.` and `..` are reserved");
+    if index.starts_with('.') {
+        // `.` and `..` are reserved; other dot names are system and hidden indices (`.kibana`,
+        // `.security-7`, `.opendistro_security`, `.ds-*` backing indices): never a plugin's to write.
+        return bad("must not start with `.` (system and hidden indices)");
     }
     if index.starts_with(['-', '_', '+']) {
         return bad("must not start with `-`, `_` or `+`");
@@ -416,6 +418,16 @@ mod tests {
         assert!(Document::new("Upper", b"{}", None).is_err());
         assert!(Document::new("a/b", b"{}", None).is_err());
         assert!(Document::new("_x", b"{}", None).is_err());
+        for system in [
+            ".kibana",
+            ".security-7",
+            ".ds-logs-x-2026.12.05-000001",
+            ".",
+            "..",
+        ] {
+            let err = Document::new(system, b"{}", None).unwrap_err();
+            assert!(err.contains("must not start with `.`"), "{system}: {err}");
+        }
         assert!(Document::new("ok", b"[1]", None).is_err());
         assert!(Document::new("ok", b"{\"a\":", None).is_err());
         assert!(Document::new("ok", b"{}", Some("")).is_err());

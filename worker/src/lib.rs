@@ -10,6 +10,7 @@ pub mod http;
 pub mod kinds;
 pub mod metrics;
 pub mod pipeline;
+pub mod redact;
 pub mod resident;
 pub mod sinks;
 pub mod units;

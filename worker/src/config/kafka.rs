@@ -175,7 +175,7 @@ impl KafkaSection {
             properties.extend(flat);
         }
         for p in properties.keys() {
-            if p.contains("password") || p.contains("secret") || p.ends_with(".key") || p.contains("token") {
+            if crate::redact::is_secret_kafka_property(p) && !secret_properties.contains(p) {
                 secret_properties.push(p.clone());
             }
         }

@@ -245,7 +245,8 @@ impl WorkerConfig {
     }
 
     /// The resolved configuration with every secret replaced by `<redacted>`, for `millrace config check`.
-    /// (`Secret` and the registry's `Credentials` redact themselves; Kafka properties are plain strings.)
+    /// (`Secret` and the registry's `Credentials` redact themselves; Kafka properties are plain strings, and a
+    /// password written into a URL is scrubbed.)
     pub fn redacted(&self) -> String {
         let mut c = self.clone();
         for p in &self.kafka.secret_properties {
@@ -253,7 +254,7 @@ impl WorkerConfig {
                 *v = "<redacted>".into();
             }
         }
-        format!("{c:#?}")
+        crate::redact::userinfo(&format!("{c:#?}"))
     }
 
     /// Settings that are valid but risky, for `config check` and the worker's start-up log.

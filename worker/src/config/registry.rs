@@ -83,7 +83,7 @@ impl Default for RegistrySection {
     }
 }
 
-/// One rule of `registry.trust`.
+/// One rule of `registry.trust`, an array of tables: `[[registry.trust]]` once per rule.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrustSection {

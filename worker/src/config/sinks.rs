@@ -198,6 +198,8 @@ pub(super) struct Sinks {
 
 /// A store URL must parse and speak HTTP.
 fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    let shown = crate::redact::userinfo(url);
+    let url = shown.as_str();
     let parsed = reqwest::Url::parse(url).map_err(|e| invalid(key, format!("`{url}`: {e}")))?;
     if !matches!(parsed.scheme(), "http" | "https") {
         return Err(invalid(key, format!("`{url}`: give an http:// or https:// URL")));

@@ -243,6 +243,27 @@ fn secrets_come_from_files_and_are_redacted() {
     assert!(shown.contains("<redacted>"));
 }
 
+/// Issue 14: every secret-bearing librdkafka property (keys, OAuth settings) and passwords written into URLs
+/// are redacted in `config check`.
+#[test]
+fn secret_client_properties_and_url_passwords_are_redacted() {
+    let text = format!(
+        "{MINIMAL}\n[kafka.client]\n\"sasl.oauthbearer.config\" = \"principal=svc extension_secret=oauth-s3cret\"\n\
+         \"ssl.key.pem\" = \"-----BEGIN PRIVATE KEY-----pem-s3cret\"\n\"sasl.oauthbearer.client.secret\" = \"client-s3cret\"\n\
+         [sinks.elasticsearch]\nurls = [\"https://elastic:url-s3cret@es:9200\"]\n"
+    );
+    let c = WorkerConfig::from_toml(&text).unwrap();
+    let shown = c.redacted();
+    for secret in ["oauth-s3cret", "pem-s3cret", "client-s3cret", "url-s3cret"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("https://elastic:<redacted>@es:9200"), "{shown}");
+    // A malformed URL with a password is quoted in the error without it.
+    let bad = format!("{MINIMAL}\n[sinks.influxdb]\nurl = \"ftp://u:url-s3cret@influx\"\ndatabase = \"d\"\n");
+    let err = WorkerConfig::from_toml(&bad).unwrap_err().to_string();
+    assert!(!err.contains("url-s3cret"), "{err}");
+}
+
 #[test]
 fn registry_credentials_are_one_kind() {
     let with = |extra: &str| WorkerConfig::from_toml(&format!("{MINIMAL}\n[registry]\n{extra}"));

@@ -37,7 +37,7 @@ impl ElasticsearchStore {
             .map(|u| {
                 Url::parse(u).map_err(|e| SinkError::Url {
                     key: "sinks.elasticsearch.urls",
-                    url: u.clone(),
+                    url: crate::redact::userinfo(u),
                     message: e.to_string(),
                 })
             })

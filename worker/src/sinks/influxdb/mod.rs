@@ -78,7 +78,7 @@ impl InfluxStore {
 fn base_url(url: &str, keys: Keys) -> Result<Url, SinkError> {
     let err = |message: String| SinkError::Url {
         key: keys.url,
-        url: url.to_string(),
+        url: crate::redact::userinfo(url),
         message,
     };
     let mut base = Url::parse(url).map_err(|e| err(e.to_string()))?;
@@ -96,7 +96,7 @@ fn base_url(url: &str, keys: Keys) -> Result<Url, SinkError> {
 fn join(base: &Url, path: &str, keys: Keys) -> Result<Url, SinkError> {
     base.join(path).map_err(|e| SinkError::Url {
         key: keys.url,
-        url: base.to_string(),
+        url: crate::redact::userinfo(base.as_str()),
         message: e.to_string(),
     })
 }

@@ -80,7 +80,7 @@ impl WriteRequest {
         let mut endpoint = url.clone();
         endpoint.set_query(None);
         Self {
-            endpoint: endpoint.into(),
+            endpoint: crate::redact::userinfo(endpoint.as_str()),
             url,
             auth,
             gzip,
