@@ -119,6 +119,18 @@ def check_invariants(objs, values, label):
         check_worker_accepts(cms, label)
     if values.get("registryCredentials", {}).get("existingSecret"):
         check(any(v["name"] == "registry-credentials" for v in pod["volumes"]), f"{label}: registry credentials mounted")
+    trust = values.get("pluginTrust", {})
+    if trust.get("keysSecret"):
+        vol = next((v for v in pod["volumes"] if v["name"] == "plugin-trust"), None)
+        check(vol and vol["secret"]["secretName"] == trust["keysSecret"], f"{label}: trusted keys mounted")
+    if values.get("cache", {}).get("compiledKeySecret"):
+        check(any(v["name"] == "cache-key" for v in pod["volumes"]), f"{label}: compiled-cache key mounted")
+    config = next((o for o in by_kind(objs, "ConfigMap") if o["metadata"]["name"].endswith("-config")), None)
+    if config:
+        registry = yaml.safe_load(config["data"]["worker.yaml"])["registry"]
+        check(registry["cache_dir"].startswith("/var/cache/millrace/"),
+              f"{label}: the cache is a subdirectory of the volume (the worker creates it private)")
+        check(len(registry.get("trust", [])) == len(trust.get("rules", [])), f"{label}: one trust rule per rule")
 
 
 def check_worker_accepts(cms, label):
@@ -129,9 +141,22 @@ def check_worker_accepts(cms, label):
         b = os.path.join(d, "bindings.yaml")
         with open(b, "w") as f:
             f.write(bindings)
+        # Files the chart mounts from Secrets: made here, so that the worker can read them.
+        trust = os.path.join(d, "trust")
+        os.mkdir(trust)
+        for key in sorted(set(re.findall(r"/etc/millrace/trust/([^\s\"',\]]+)", config))):
+            r = subprocess.run([MILLRACE, "plugin", "keygen", os.path.join(trust, key + ".pair")],
+                               capture_output=True, text=True)
+            check(r.returncode == 0, f"{label}: keygen: {r.stderr.strip()}")
+            os.rename(os.path.join(trust, key + ".pair.pub"), os.path.join(trust, key))
+        cache_key = os.path.join(d, "compiled-key")
+        with open(cache_key, "w") as f:
+            f.write("a key of at least sixteen bytes\n")
         w = os.path.join(d, "worker.yaml")
         with open(w, "w") as f:
-            f.write(config.replace("/etc/millrace/bindings/bindings.yaml", b))
+            f.write(config.replace("/etc/millrace/bindings/bindings.yaml", b)
+                    .replace("/etc/millrace/trust/", trust + "/")
+                    .replace("/etc/millrace/cache-key/compiled-key", cache_key))
         r = subprocess.run([MILLRACE, "config", "check", w], capture_output=True, text=True)
         check(r.returncode == 0, f"{label}: the worker accepts the rendered configuration: {r.stderr.strip()}")
 
@@ -240,6 +265,11 @@ def main():
         check(False, "HPA and KEDA together must not render")
     except helm.HelmError as e:
         check("cannot both be true" in str(e), f"HPA+KEDA refusal names the problem: {e}")
+    try:
+        render({"pluginTrust": {"rules": [{"prefix": "r.example/clients", "keys": ["k.pub"]}]}})
+        check(False, "a trust rule without keysSecret must not render")
+    except helm.HelmError as e:
+        check("pluginTrust.keysSecret" in str(e), f"the refusal names pluginTrust.keysSecret: {e}")
     try:
         render({"replicaCount": "two"})
         check(False, "values.schema.json refuses a string replicaCount")

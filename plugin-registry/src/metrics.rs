@@ -17,7 +17,8 @@ pub struct RegistryMetrics {
     pub cache_hits: IntCounterVec,
     /// Cache lookups that missed, by the same layers.
     pub cache_misses: IntCounterVec,
-    /// Content that failed verification, by what: `manifest`, `module` (registry), `cache` (corrupt entry).
+    /// Content that failed verification, by what: `manifest`, `module` (registry), `cache` (corrupt entry or
+    /// compiled artifact whose MAC does not verify), `unsigned`, `bad_signature` (trust policy).
     pub verification_failures: IntCounterVec,
     /// Compilations of modules (cache misses of compiled artifacts), by result.
     pub compilations: IntCounterVec,
@@ -62,7 +63,7 @@ impl RegistryMetrics {
             verification_failures: IntCounterVec::new(
                 Opts::new(
                     "millrace_plugin_verification_failures_total",
-                    "Plugin content that did not match its digest, by what",
+                    "Plugin content refused by verification, by what: manifest, module, cache (digest mismatch), unsigned, bad_signature (trust policy)",
                 ),
                 &["what"],
             )?,
@@ -86,7 +87,7 @@ impl RegistryMetrics {
             m.cache_hits.with_label_values(&[layer]);
             m.cache_misses.with_label_values(&[layer]);
         }
-        for what in ["manifest", "module", "cache"] {
+        for what in ["manifest", "module", "cache", "unsigned", "bad_signature"] {
             m.verification_failures.with_label_values(&[what]);
         }
         for result in ["ok", "error"] {

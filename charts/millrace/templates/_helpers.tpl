@@ -57,6 +57,24 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if .Values.registryCredentials.existingSecret -}}
 {{- $_ := set $owned.registry "docker_config" "/etc/millrace/registry/.dockerconfigjson" -}}
 {{- end -}}
+{{- if .Values.cache.compiledKeySecret -}}
+{{- $_ := set $owned.registry "compiled_key_file" "/etc/millrace/cache-key/compiled-key" -}}
+{{- end -}}
+{{- if .Values.pluginTrust.rules -}}
+{{- $rules := list -}}
+{{- range .Values.pluginTrust.rules -}}
+{{- $keys := list -}}
+{{- range (.keys | default list) -}}
+{{- $keys = append $keys (printf "/etc/millrace/trust/%s" .) -}}
+{{- end -}}
+{{- $require := dig "requireSignature" true . -}}
+{{- if and $require (not $.Values.pluginTrust.keysSecret) -}}
+{{- fail (printf "pluginTrust.rules: %s requires signatures, so pluginTrust.keysSecret must name the Secret with its keys" .prefix) -}}
+{{- end -}}
+{{- $rules = append $rules (dict "prefix" .prefix "require_signature" $require "keys" $keys) -}}
+{{- end -}}
+{{- $_ := set $owned.registry "trust" $rules -}}
+{{- end -}}
 {{- $cfg := mergeOverwrite (deepCopy .Values.config) $owned -}}
 {{- toYaml $cfg -}}
 {{- end -}}
