@@ -13,6 +13,29 @@ use crate::output::{LogLine, Output};
 use crate::plugin::{Contract, PluginInner};
 use crate::{Limits, PluginError, Record};
 
+/// How many times a record's fuel and time an instance's start-up (`_initialize`, `_start`) gets: it runs
+/// once per instance, and a Go runtime's start-up costs more than an ordinary record.
+pub const INIT_BUDGET: u64 = 10;
+
+/// What to raise when start-up hit a limit, named as the binding's option.
+fn raise_hint(error: &PluginError, limits: &Limits) -> String {
+    match error {
+        PluginError::OutOfFuel { .. } => format!(
+            " (start-up gets {INIT_BUDGET} x limits.fuel = {} units: raise the binding's limits.fuel)",
+            limits.fuel_per_record.saturating_mul(INIT_BUDGET)
+        ),
+        PluginError::Timeout { .. } => format!(
+            " (start-up gets {INIT_BUDGET} x limits.timeout = {:?}: raise the binding's limits.timeout)",
+            limits.timeout.saturating_mul(INIT_BUDGET as u32)
+        ),
+        PluginError::MemoryLimit { limit } => format!(
+            " (start-up needs more than limits.memory = {limit} bytes: raise the binding's limits.memory; a \
+             Go runtime reserves its heap at start-up)"
+        ),
+        _ => String::new(),
+    }
+}
+
 /// What the plugin decided about a record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
@@ -231,8 +254,13 @@ impl PluginInstance {
             Err(e) => {
                 let state = store.data_mut();
                 if state.limiter.hit {
-                    return Err(PluginError::MemoryLimit {
-                        limit: limits.max_memory_bytes,
+                    // The module's initial memory alone is over the limit: no record can ever run.
+                    return Err(PluginError::Instantiate {
+                        message: format!(
+                            "the module's initial memory does not fit limits.memory ({} bytes); raise the \
+                             binding's limits.memory",
+                            limits.max_memory_bytes
+                        ),
                     });
                 }
                 if e.downcast_ref::<Trap>().is_some() || state.rec.trap.is_some() {
@@ -257,8 +285,13 @@ impl PluginInstance {
         store.data_mut().memory = Some(memory);
 
         // WASI reactors initialise in `_initialize`; commands (TinyGo's default) in `_start`, which may end
-        // with `proc_exit(0)`.
+        // with `proc_exit(0)`. Start-up (a Go runtime's heap, scheduler and package initialisers) runs once
+        // per instance, not per record: it gets INIT_BUDGET times a record's fuel and time.
         let contract = self.plugin.info.contract;
+        let _ = store.set_fuel(limits.fuel_per_record.saturating_mul(INIT_BUDGET));
+        store.set_epoch_deadline(self.deadline_ticks.saturating_mul(INIT_BUDGET));
+        store.data_mut().deadline =
+            Instant::now().checked_add(limits.timeout.saturating_mul(INIT_BUDGET as u32));
         for init in ["_initialize", "_start"] {
             if init == "_start" && contract == Contract::V1 {
                 continue;
@@ -270,7 +303,7 @@ impl PluginInstance {
                         PluginError::Exit { code: 0 } => {}
                         error => {
                             return Err(PluginError::Instantiate {
-                                message: format!("`{init}` failed: {error}"),
+                                message: format!("`{init}` failed: {error}{}", raise_hint(&error, limits)),
                             });
                         }
                     }
@@ -278,6 +311,8 @@ impl PluginInstance {
                 break;
             }
         }
+        let _ = store.set_fuel(limits.fuel_per_record);
+        store.set_epoch_deadline(self.deadline_ticks);
         store.data_mut().rec = Default::default();
 
         let typed = |store: &mut Store<HostState>, name: &str| -> Result<wasmtime::Func, PluginError> {

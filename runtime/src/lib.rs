@@ -31,7 +31,7 @@ mod wasi;
 
 pub use engine::{Runtime, sha256_digest};
 pub use error::PluginError;
-pub use instance::{InstanceStats, PluginInstance, Processed, Verdict};
+pub use instance::{INIT_BUDGET, InstanceStats, PluginInstance, Processed, Verdict};
 pub use limits::{EngineConfig, Limits};
 pub use output::{Document, LogLevel, LogLine, LogSource, Output, Point};
 pub use plugin::{ABI_VERSION, Contract, Item, Plugin, PluginInfo, WeakPlugin};

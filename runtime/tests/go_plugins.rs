@@ -191,9 +191,14 @@ fn go_seed_contract_module_matches_the_rust_one() {
     assert!(p.logs[0].message.contains("unknown record type"), "{:?}", p.logs);
 }
 
-/// Smallest per-record fuel with which a fresh instance of `wasm` initialises (`_initialize` runs on the
-/// record's fuel), to within 1%.
+/// The fuel a fresh instance of `wasm` spends in `_initialize`, to within 1% (start-up gets
+/// `INIT_BUDGET` times the record's fuel: found through the smallest `fuel_per_record` that suffices).
 fn initialize_fuel(rt: &Runtime, wasm: &[u8]) -> u64 {
+    smallest_init_fuel_per_record(rt, wasm) * millrace_runtime::INIT_BUDGET
+}
+
+/// The smallest `fuel_per_record` with which a fresh instance of `wasm` initialises, to within 1%.
+fn smallest_init_fuel_per_record(rt: &Runtime, wasm: &[u8]) -> u64 {
     let plugin = rt.compile(wasm).unwrap();
     let ok = |fuel: u64| {
         plugin
@@ -365,4 +370,50 @@ fn go_plugin_failures_name_their_cause() {
     let err = fail_then_recover("loop");
     assert!(matches!(err.kind(), "out_of_fuel" | "timeout"), "{err}");
     assert_eq!(inst.stats().recycled_after_trap, 5);
+}
+
+/// Start-up runs once per instance on a budget of its own (`INIT_BUDGET` x a record's fuel and time), so an
+/// instance starts with a per-record fuel below what its runtime's start-up costs; a budget too small for
+/// start-up is an error that names the binding option to raise, not a bare "out of fuel".
+#[test]
+fn go_start_up_has_its_own_budget_and_a_limit_too_small_names_the_option() {
+    let rt = runtime();
+    let wasm = dist("go_router");
+    let smallest = smallest_init_fuel_per_record(&rt, &wasm);
+    let start_up = smallest * millrace_runtime::INIT_BUDGET;
+    let plugin = rt.compile(&wasm).unwrap();
+    let record = Record {
+        topic: "t",
+        value: Some(br#"{"type":"metric","source":"s1","unit":"C","value":1.5}"#),
+        ..Default::default()
+    };
+    let mut probe = plugin.instance(Limits::default()).unwrap();
+    let first = probe.process(&record).fuel_used;
+    // Measured here: start-up costs about as much as a first record (~0.8 M units each for the Go router),
+    // far below the default fuel of 50 M. A record's fuel that is a tenth of the start-up's cost still lets
+    // an instance start: start-up has its own budget.
+    eprintln!("Go start-up {start_up} fuel, first record {first}");
+    assert!(smallest < start_up);
+    plugin
+        .instance(Limits {
+            fuel_per_record: smallest,
+            ..Limits::default()
+        })
+        .unwrap()
+        .prepare()
+        .unwrap();
+
+    let err = plugin
+        .instance(Limits {
+            fuel_per_record: smallest / 4,
+            ..Limits::default()
+        })
+        .unwrap()
+        .prepare()
+        .unwrap_err();
+    assert_eq!(err.kind(), "instantiate");
+    assert!(
+        err.to_string().contains("raise the binding's limits.fuel"),
+        "{err}"
+    );
 }

@@ -25,7 +25,8 @@ fn registry() -> String {
 fn millrace(args: &[&str], cache: &std::path::Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_millrace"))
         .args(args)
-        .env("MILLRACE_CACHE_DIR", cache)
+        // The CLI creates the cache private; a temp dir itself is open to others, which it refuses.
+        .env("MILLRACE_CACHE_DIR", cache.join("plugins"))
         .output()
         .expect("run millrace")
 }
