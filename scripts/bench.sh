@@ -28,6 +28,9 @@ run() { echo "  $1" >&2; shift; "$@"; }
     run "native acme-iot" "$NATIVE" acme-iot "$OUT/iot.ndjson" "$SECS" | sed 's/^/{"run":"native-acme-iot","r":/; s/$/}/'
     run "wasm acme-iot" "$MILLRACE" plugin bench plugins/dist/acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot","r":/; s/$/}/'
     run "wasm noop (boundary only)" "$MILLRACE" plugin bench plugins/dist/noop.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-noop","r":/; s/$/}/'
+    # Go guests (plugins/sdk-go): the same transforms as seed-router and acme-iot, built by standard Go.
+    run "wasm go-router (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-router","r":/; s/$/}/'
+    run "wasm go-acme-iot (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-acme-iot","r":/; s/$/}/'
 } >"$OUT/runtime.jsonl"
 python3 scripts/bench/report.py runtime "$OUT/runtime.jsonl" BENCHMARKS.md
 echo "results: $OUT/runtime.jsonl; report: BENCHMARKS.md" >&2

@@ -87,6 +87,46 @@ def runtime_section(runs: dict) -> str:
         f"| RSS per live instance | {'n/a' if rss is None else f'{rss / 1024:.0f} KiB'} "
         f"(linear memory {seed.get('linear_memory_bytes_per_instance', 0) // 1024} KiB, mostly untouched) | <= 256 KiB |",
     ]
+    go_rows = []
+    for go, rust, native, label in [
+        ("wasm-go-router", "wasm-seed-router", "native-seed-router", "seed-router"),
+        ("wasm-go-acme-iot", "wasm-acme-iot", "native-acme-iot", "acme-iot"),
+    ]:
+        for name, lang in [(go, "Go (wasm)"), (rust, "Rust (wasm)"), (native, "Rust (native)")]:
+            x = r(name)
+            if not x:
+                continue
+            native_run = name.startswith("native")
+            rss = x.get("rss_bytes_per_live_instance")
+            fuel = x.get("fuel_per_record")
+            compile_ms = x.get("compile_ms")
+            cells = [
+                label,
+                lang,
+                f"{x['records_per_s']:,.0f}",
+                f"{x['ns_per_record']:,.0f}",
+                f"{fuel:,.0f}" if fuel else "",
+                f"{compile_ms:,.0f}" if compile_ms is not None else "",
+                "" if native_run else str(x.get("instantiate_median_us", "")),
+                f"{rss / 1024:,.0f}" if rss is not None and not native_run else "",
+            ]
+            go_rows.append("| " + " | ".join(cells) + " |")
+        if r(go):
+            go_rows.append(
+                f"| {label} | time ratios: Go/Rust wasm {ratio(rust, go)}, Go/native {ratio(native, go)} "
+                "| | | | | | |"
+            )
+    if go_rows:
+        lines += [
+            "",
+            "Go guests (`plugins/sdk-go`, standard Go `GOOS=wasip1 -buildmode=c-shared`) beside the same transforms "
+            "in Rust, same corpus, same run; compile is the module's compilation to native code (once per module "
+            "and engine build, then the compiled cache), instantiate includes the Go runtime's `_initialize`.",
+            "",
+            "| transform | guest | records/s | ns/record | fuel/record | compile ms | instantiate us | RSS/instance KiB |",
+            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+            *go_rows,
+        ]
     return "\n".join(lines)
 
 

@@ -15,7 +15,9 @@ pub(super) fn run(args: BenchArgs) -> Result<ExitCode> {
         meter_fuel: !args.no_fuel,
         ..EngineConfig::default()
     })?;
+    let compile_started = Instant::now();
     let plugin = load(&runtime, &args.plugin)?;
+    let compile = compile_started.elapsed();
     let limits = args.limits.limits();
     let corpus =
         std::fs::read_to_string(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
@@ -109,6 +111,7 @@ pub(super) fn run(args: BenchArgs) -> Result<ExitCode> {
         "outputs": outputs,
         "rejected": rejects,
         "failed": failures,
+        "compile_ms": (compile.as_secs_f64() * 1e4).round() / 10.0,
         "instantiate_median_us": (median_us * 100.0).round() / 100.0,
         "instantiate_mean_us": (mean_us * 100.0).round() / 100.0,
         "rss_bytes_per_live_instance": rss_per_instance,
