@@ -161,6 +161,13 @@ pub fn smoke_check(config: &BindingConfig, plugin: &Plugin) -> Result<(), String
             Err(e) => return Err(format!("smoke sample {i} failed ({}): {e}", e.kind())),
         }
     }
+    let memory = instance.memory_bytes() as u64;
+    if memory >= config.limits.recycle_memory_bytes {
+        tracing::warn!(binding = %config.name, memory_bytes = memory,
+            recycle_memory_bytes = config.limits.recycle_memory_bytes,
+            "after its smoke samples the plugin holds at least limits.recycle_memory: every record will pay a \
+             new instance; raise the binding's limits.recycle_memory above what the plugin holds");
+    }
     Ok(())
 }
 

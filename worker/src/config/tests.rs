@@ -107,7 +107,7 @@ fn units_are_read_as_before() {
         "{MINIMAL}\n[batching]\nmax_bytes = 1048576\nlinger = \"1m 30s\"\n[registry]\ncache_max_bytes = \"512KiB\"\n\
          pull_policy = \"5m\"\n[pipeline]\ndrain_timeout = \"20s\"\nlanes = 0\n"
     )
-    .replace("allowed_measurements", "limits = { memory = \"64MiB\", timeout = \"250ms\", max_output_bytes = 1024 }\nallowed_measurements");
+    .replace("allowed_measurements", "limits = { memory = \"64MiB\", timeout = \"250ms\", max_output_bytes = 1024, recycle_memory = \"24MiB\", recycle_after_records = 5000 }\nallowed_measurements");
     let c = WorkerConfig::from_toml(&text).unwrap();
     assert_eq!(c.batching.max_bytes, 1 << 20);
     assert_eq!(c.batching.linger, Duration::from_secs(90));
@@ -124,6 +124,10 @@ fn units_are_read_as_before() {
         (64 << 20, Duration::from_millis(250))
     );
     assert_eq!(l.max_output_bytes_per_record, 1024);
+    assert_eq!(
+        (l.recycle_memory_bytes, l.recycle_after_records),
+        (24 << 20, 5000)
+    );
 }
 
 #[test]

@@ -119,6 +119,15 @@ pub struct LimitsSection {
     /// Real clocks for the plugin; without them its clock reads the record's timestamp, so a replayed record
     /// produces the same outputs.
     grant_clock: bool,
+    /// A fresh instance replaces the current one after this many records (bounds what a leaking plugin can
+    /// accumulate; each replacement pays an instantiation: ~2 us for a Rust plugin, ~0.5 ms for a Go one).
+    recycle_after_records: u64,
+    /// A fresh instance replaces the current one once its linear memory reached this size. Keep it above what
+    /// the plugin holds after a record (a Go runtime: ~4 MiB), or every record pays a new instance; the
+    /// binding's load warns when its smoke samples show that.
+    #[serde(with = "crate::units::size")]
+    #[schemars(schema_with = "crate::units::size::schema")]
+    recycle_memory: u64,
 }
 
 impl Default for LimitsSection {
@@ -133,6 +142,8 @@ impl Default for LimitsSection {
             max_output_bytes: d.max_output_bytes_per_record,
             max_log_lines: d.max_log_lines_per_record,
             grant_clock: d.grant_clock,
+            recycle_after_records: d.recycle_after_records,
+            recycle_memory: d.recycle_memory_bytes,
         }
     }
 }
@@ -147,6 +158,8 @@ impl LimitsSection {
             max_output_bytes_per_record: self.max_output_bytes,
             max_log_lines_per_record: self.max_log_lines,
             grant_clock: self.grant_clock,
+            recycle_after_records: self.recycle_after_records,
+            recycle_memory_bytes: self.recycle_memory,
             ..millrace_runtime::Limits::default()
         }
     }
