@@ -28,12 +28,22 @@ run() { echo "  $1" >&2; shift; "$@"; }
     run "native acme-iot" "$NATIVE" acme-iot "$OUT/iot.ndjson" "$SECS" | sed 's/^/{"run":"native-acme-iot","r":/; s/$/}/'
     run "wasm acme-iot" "$MILLRACE" plugin bench plugins/dist/acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot","r":/; s/$/}/'
     run "wasm noop (boundary only)" "$MILLRACE" plugin bench plugins/dist/noop.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-noop","r":/; s/$/}/'
+    # What binaryen's optimiser buys on top of rustc's release build (issue 16: measured, not assumed).
+    for p in seed_router acme_iot; do
+        wasm-opt -O3 "plugins/dist/$p.wasm" -o "$OUT/$p.opt.wasm"
+    done
+    run "wasm seed-router after wasm-opt -O3" "$MILLRACE" plugin bench "$OUT/seed_router.opt.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-opt","r":/; s/$/}/'
+    run "wasm acme-iot after wasm-opt -O3" "$MILLRACE" plugin bench "$OUT/acme_iot.opt.wasm" -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot-opt","r":/; s/$/}/'
     # Go guests (plugins/sdk-go): the same transforms as seed-router and acme-iot, built by standard Go.
     run "wasm go-router (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-router","r":/; s/$/}/'
     run "wasm go-acme-iot (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-acme-iot","r":/; s/$/}/'
 } >"$OUT/runtime.jsonl"
 python3 scripts/bench/report.py runtime "$OUT/runtime.jsonl" BENCHMARKS.md
 echo "results: $OUT/runtime.jsonl; report: BENCHMARKS.md" >&2
+
+echo "== per-record host path: microbenchmark (divan)" >&2
+cargo bench -p millrace-runtime --bench host_path 2>/dev/null | grep -v '^Timer precision' >"$OUT/host_path.txt"
+python3 scripts/bench/report.py host-path "$OUT/host_path.txt" BENCHMARKS.md
 
 echo "== plugin registry: cold (pull + verify + compile -> ready) and warm (cache hit -> ready)" >&2
 scripts/stack/stack.sh up registry

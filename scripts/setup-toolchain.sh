@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Toolchain pieces the build needs beyond a plain rustup install: rustfmt, clippy, the wasm32-wasip1 target,
-# and for the C example plugin clang, wasm-ld and wasi-libc (Debian), plus wabt for inspecting modules.
+# and for the C example plugin clang, wasm-ld and wasi-libc (Debian), plus wabt for inspecting modules and
+# binaryen (wasm-opt) for the benchmark of optimised guests.
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 # shellcheck source=scripts/stack/lib.sh
@@ -12,4 +13,4 @@ for c in rustfmt clippy; do
     grep -q "^$c" <<<"$installed_components" || rustup component add "$c"
 done
 rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
-apt_ensure clang lld-14 wasi-libc libclang-rt-14-dev-wasm32 wabt
+apt_ensure clang lld-14 wasi-libc libclang-rt-14-dev-wasm32 wabt binaryen
