@@ -28,6 +28,8 @@ address = "127.0.0.1:$5"
 [registry]
 cache_dir = "$OUT/cache"
 insecure = ["$REGISTRY"]
+# A restart reuses the compiled plugins, as a worker with the chart's cache.compiledKeySecret does.
+compiled_key = "bench: key of the compiled-plugin cache"
 TOML
 }
 
@@ -52,6 +54,8 @@ address = "127.0.0.1:$3"
 [registry]
 cache_dir = "$4"
 insecure = ["$REGISTRY"]
+# The warm run (a restart) reuses the compiled plugins, as a worker with the chart's cache.compiledKeySecret does.
+compiled_key = "bench: key of the compiled-plugin cache"
 [pipeline]
 memory_budget = "2GiB"
 TOML
