@@ -82,7 +82,7 @@ fn every_default_is_the_documented_one() {
     );
     let p = &c.pipeline;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    assert_eq!((p.lanes, p.max_in_flight_per_partition), (cores, 10_000));
+    assert_eq!((p.lanes, p.max_in_flight_per_partition), (cores, 50_000));
     assert_eq!(
         (p.drain_timeout, p.max_instances),
         (Duration::from_secs(30), None)
