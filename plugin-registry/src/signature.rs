@@ -239,22 +239,38 @@ fn read_key_file(path: &Path) -> Result<(String, Vec<u8>), SignatureError> {
     Ok((name, bytes))
 }
 
-/// A public key whose signatures are trusted, with a name for logs (the file it came from, usually).
-#[derive(Clone)]
-pub struct TrustedKey {
+/// A key with the name it was loaded under (its file, usually) and its type; shown without the key material.
+struct NamedKey<T> {
     name: String,
     kind: String,
-    key: PKey<Public>,
+    key: PKey<T>,
 }
 
-impl std::fmt::Debug for TrustedKey {
+impl<T> Clone for NamedKey<T>
+where
+    PKey<T>: Clone,
+{
+    fn clone(&self) -> Self {
+        Self {
+            name: self.name.clone(),
+            kind: self.kind.clone(),
+            key: self.key.clone(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for NamedKey<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TrustedKey")
+        f.debug_struct("Key")
             .field("name", &self.name)
             .field("type", &self.kind)
             .finish_non_exhaustive()
     }
 }
+
+/// A public key whose signatures are trusted, with a name for logs (the file it came from, usually).
+#[derive(Clone, Debug)]
+pub struct TrustedKey(NamedKey<Public>);
 
 impl TrustedKey {
     /// Parses a `PUBLIC KEY` PEM block (SubjectPublicKeyInfo, what `cosign generate-key-pair` writes to
@@ -278,7 +294,7 @@ impl TrustedKey {
         }
         let key = PKey::public_key_from_pem(pem).map_err(|e| SignatureError::key(&name, e.to_string()))?;
         let kind = key_type(&key).map_err(|m| SignatureError::key(&name, m))?;
-        Ok(Self { name, kind, key })
+        Ok(Self(NamedKey { name, kind, key }))
     }
 
     /// Reads [`TrustedKey::from_pem`] from a file; the path is the key's name.
@@ -289,21 +305,21 @@ impl TrustedKey {
 
     /// The name given at load (file path).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// `ecdsa-p256`, `ecdsa-p384`, `ecdsa-p521`, `rsa-<bits>` or `ed25519`.
     pub fn key_type(&self) -> &str {
-        &self.kind
+        &self.0.kind
     }
 
     /// Whether `signature` is this key's signature over `message` (any malformed signature is simply `false`).
     fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
         let check = |padding: Option<Padding>| -> Result<bool, openssl::error::ErrorStack> {
-            match self.key.id() {
-                Id::ED25519 => Verifier::new_without_digest(&self.key)?.verify_oneshot(signature, message),
+            match self.0.key.id() {
+                Id::ED25519 => Verifier::new_without_digest(&self.0.key)?.verify_oneshot(signature, message),
                 _ => {
-                    let mut v = Verifier::new(MessageDigest::sha256(), &self.key)?;
+                    let mut v = Verifier::new(MessageDigest::sha256(), &self.0.key)?;
                     if let Some(padding) = padding {
                         v.set_rsa_padding(padding)?;
                         if padding == Padding::PKCS1_PSS {
@@ -317,7 +333,7 @@ impl TrustedKey {
                 }
             }
         };
-        if self.key.id() == Id::RSA {
+        if self.0.key.id() == Id::RSA {
             [Padding::PKCS1, Padding::PKCS1_PSS]
                 .into_iter()
                 .any(|p| check(Some(p)).unwrap_or(false))
@@ -399,10 +415,7 @@ pub fn verify_layer(
             bad(format!(
                 "the signature verifies with none of the {} trusted key(s) [{}]",
                 keys.len(),
-                keys.iter()
-                    .map(|k| k.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                keys.iter().map(|k| k.name()).collect::<Vec<_>>().join(", ")
             ))
         })?;
     let signed: SimpleSigning = serde_json::from_slice(payload)
@@ -430,7 +443,7 @@ pub fn verify_layer(
         }
     }
     Ok(VerifiedBy {
-        key: key.name.clone(),
+        key: key.name().to_string(),
         docker_reference: critical.identity.docker_reference.clone(),
         optional: signed.optional.filter(|o| !o.is_null()),
     })
@@ -666,20 +679,8 @@ pub fn signature_manifest(payload: &[u8], signature_b64: &str) -> (Vec<u8>, Vec<
 /// A private key to sign with (`millrace plugin sign`): unencrypted PEM, `PRIVATE KEY` (PKCS#8) or
 /// `EC PRIVATE KEY` (SEC1). ECDSA keys sign with SHA-256 (DER), as cosign; RSA with PKCS#1 v1.5 and SHA-256;
 /// Ed25519 as is.
-pub struct SigningKey {
-    name: String,
-    kind: String,
-    key: PKey<Private>,
-}
-
-impl std::fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("name", &self.name)
-            .field("type", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
+#[derive(Debug)]
+pub struct SigningKey(NamedKey<Private>);
 
 impl SigningKey {
     /// Parses an unencrypted PEM private key. Encrypted keys (including cosign's own `ENCRYPTED SIGSTORE
@@ -703,7 +704,7 @@ impl SigningKey {
         let key = PKey::private_key_from_pem_passphrase(pem, b"")
             .map_err(|e| SignatureError::key(&name, e.to_string()))?;
         let kind = key_type(&key).map_err(|m| SignatureError::key(&name, m))?;
-        Ok(Self { name, kind, key })
+        Ok(Self(NamedKey { name, kind, key }))
     }
 
     /// Reads [`SigningKey::from_pem`] from a file; the path is the key's name.
@@ -714,30 +715,30 @@ impl SigningKey {
 
     /// The name given at load (file path).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 
     /// `ecdsa-p256`, `ecdsa-p384`, `ecdsa-p521`, `rsa-<bits>` or `ed25519`.
     pub fn key_type(&self) -> &str {
-        &self.kind
+        &self.0.kind
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> SignatureError {
         SignatureError::Signing {
-            name: self.name.clone(),
+            name: self.0.name.clone(),
             message: e.to_string(),
         }
     }
 
     /// The base64 signature over `payload`, for the [`SIGNATURE_ANNOTATION`] annotation.
     pub fn sign(&self, payload: &[u8]) -> Result<String, SignatureError> {
-        let signature = if self.key.id() == Id::ED25519 {
-            Signer::new_without_digest(&self.key)
+        let signature = if self.0.key.id() == Id::ED25519 {
+            Signer::new_without_digest(&self.0.key)
                 .and_then(|mut s| s.sign_oneshot_to_vec(payload))
                 .map_err(|e| self.failed(e))?
         } else {
-            let mut signer = Signer::new(MessageDigest::sha256(), &self.key).map_err(|e| self.failed(e))?;
-            if self.key.id() == Id::RSA {
+            let mut signer = Signer::new(MessageDigest::sha256(), &self.0.key).map_err(|e| self.failed(e))?;
+            if self.0.key.id() == Id::RSA {
                 signer
                     .set_rsa_padding(Padding::PKCS1)
                     .map_err(|e| self.failed(e))?;
@@ -750,12 +751,12 @@ impl SigningKey {
 
     /// The public key as a `PUBLIC KEY` PEM (what to hand to verifiers, cosign.pub).
     pub fn public_key_pem(&self) -> Result<Vec<u8>, SignatureError> {
-        self.key.public_key_to_pem().map_err(|e| self.failed(e))
+        self.0.key.public_key_to_pem().map_err(|e| self.failed(e))
     }
 
     /// The matching [`TrustedKey`], under the same name.
     pub fn trusted_key(&self) -> Result<TrustedKey, SignatureError> {
-        TrustedKey::from_pem(self.name.clone(), &self.public_key_pem()?)
+        TrustedKey::from_pem(self.0.name.clone(), &self.public_key_pem()?)
     }
 }
 
