@@ -89,11 +89,9 @@ impl std::fmt::Debug for CompiledKey {
 impl CompiledKey {
     /// A fresh random key (artifacts of earlier processes will not verify and are compiled again).
     pub fn generate() -> Result<Self, RegistryError> {
-        let mut key = [0u8; 32];
-        fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut key))
-            .map_err(|e| RegistryError::cache(Path::new("/dev/urandom"), e))?;
-        Ok(Self(key))
+        random_bytes()
+            .map(Self)
+            .map_err(|e| RegistryError::cache(Path::new("/dev/urandom"), e))
     }
 
     /// A key derived from secret bytes (e.g. a Kubernetes Secret shared by the workers of one volume); at
@@ -206,20 +204,25 @@ fn private_dir(dir: &Path) -> Result<(), RegistryError> {
     }
 }
 
+/// Bytes from the system's random source.
+fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b)
+}
+
 /// A number nobody can guess in advance, for temp file names.
 fn unpredictable() -> u64 {
-    let mut b = [0u8; 8];
-    if fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut b))
-        .is_err()
-    {
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .subsec_nanos();
-        return u64::from(nanos) ^ u64::from(std::process::id()) << 32;
-    }
-    u64::from_le_bytes(b)
+    random_bytes().map_or_else(
+        |_| {
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .subsec_nanos();
+            u64::from(nanos) ^ u64::from(std::process::id()) << 32
+        },
+        u64::from_le_bytes,
+    )
 }
 
 impl DiskCache {

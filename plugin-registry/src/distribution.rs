@@ -17,10 +17,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use oci_client::secrets::RegistryAuth;
 use reqwest::{Method, StatusCode, header};
-use sha2::{Digest, Sha256};
 
 use crate::media::MANIFEST_TYPES;
-use crate::{Credentials, PluginRef, RegistryError};
+use crate::{Credentials, PluginRef, RegistryError, lock};
 
 /// Cap of token responses and error bodies.
 const MAX_SMALL_BODY: u64 = 64 << 10;
@@ -115,6 +114,16 @@ fn excerpt(body: &[u8]) -> String {
     text.trim().to_string()
 }
 
+/// A transport error's message with its causes, and what to do about a TLS handshake with a plain-HTTP
+/// registry (shared with the push side, whose errors come from `oci-client`'s own HTTP client).
+pub(crate) fn transport_message(e: &dyn std::error::Error) -> String {
+    let mut message = source_chain(e);
+    if message.contains("wrong version number") {
+        message.push_str(" (the registry speaks plain HTTP: declare it insecure if that is intended)");
+    }
+    message
+}
+
 fn source_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut cur = e.source();
@@ -191,13 +200,9 @@ impl Distribution {
     }
 
     fn transport_error(&self, registry: &str, e: &reqwest::Error) -> RegistryError {
-        let mut message = source_chain(e);
-        if message.contains("wrong version number") {
-            message.push_str(" (the registry speaks plain HTTP: declare it insecure if that is intended)");
-        }
         RegistryError::Unreachable {
             registry: registry.into(),
-            message,
+            message: transport_message(e),
         }
     }
 
@@ -466,15 +471,7 @@ impl Distribution {
             let raw = self
                 .get_manifest(r, &self.url(r, &format!("manifests/{digest}")))
                 .await?;
-            let actual = crate::cache::sha256(&raw);
-            if actual != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: format!("manifest of {r}"),
-                    expected: digest.into(),
-                    actual,
-                });
-            }
-            Ok(raw)
+            verified(raw, digest, || format!("manifest of {r}"))
         })
         .await
     }
@@ -518,15 +515,7 @@ impl Distribution {
                 return Err(self.status_error(r, "blob", resp).await);
             }
             let bytes = read_capped(resp, limit, || format!("blob {digest} of {r}"), r).await?;
-            let actual = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-            if actual != digest {
-                return Err(RegistryError::DigestMismatch {
-                    what: format!("blob {digest} of {r}"),
-                    expected: digest.into(),
-                    actual,
-                });
-            }
-            Ok(bytes)
+            verified(bytes, digest, || format!("blob {digest} of {r}"))
         })
         .await
     }
@@ -581,8 +570,17 @@ fn is_sha256(d: &str) -> bool {
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// `bytes` if they hash to `digest`, else a `digest_mismatch` naming `what`.
+fn verified(bytes: Vec<u8>, digest: &str, what: impl Fn() -> String) -> Result<Vec<u8>, RegistryError> {
+    let actual = crate::cache::sha256(&bytes);
+    if actual != digest {
+        return Err(RegistryError::DigestMismatch {
+            what: what(),
+            expected: digest.into(),
+            actual,
+        });
+    }
+    Ok(bytes)
 }
 
 /// Reads a body, failing with `too_large` as soon as it passes `limit` (announced or streamed).

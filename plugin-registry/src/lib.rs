@@ -28,3 +28,9 @@ pub use reference::PluginRef;
 pub use store::{
     Fetched, Loaded, PluginStore, PullPolicy, PullPolicyParseError, RegistryConfig, Resolved, Source,
 };
+
+/// A mutex's guard, also after a panic elsewhere poisoned it (the guarded maps stay consistent: every update
+/// is a single insert or remove).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -12,7 +12,7 @@ use oci_client::manifest::{OciDescriptor, OciImageManifest};
 use oci_client::secrets::RegistryAuth;
 
 use crate::cache::sha256;
-use crate::distribution::{Distribution, DistributionConfig};
+use crate::distribution::{Distribution, DistributionConfig, transport_message};
 use crate::media;
 use crate::{Credentials, PluginRef, RegistryError};
 
@@ -41,12 +41,10 @@ fn map_err(e: OciDistributionError, r: &PluginRef) -> RegistryError {
         OciDistributionError::RequestError(ref re)
             if re.is_connect() || re.is_timeout() || re.is_request() =>
         {
-            let mut message = format!("{re}: {}", source_chain(re));
-            if message.contains("wrong version number") {
-                message
-                    .push_str(" (the registry speaks plain HTTP: declare it insecure if that is intended)");
+            RegistryError::Unreachable {
+                registry,
+                message: transport_message(re),
             }
-            RegistryError::Unreachable { registry, message }
         }
         OciDistributionError::AuthenticationFailure(m) => RegistryError::Unauthorized {
             registry,
@@ -113,16 +111,6 @@ fn map_err(e: OciDistributionError, r: &PluginRef) -> RegistryError {
             message: other.to_string(),
         },
     }
-}
-
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut parts = Vec::new();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        parts.push(s.to_string());
-        cur = s.source();
-    }
-    parts.join(": ")
 }
 
 /// The PEM certificates of a CA file, one entry each (a bundle may hold several).

@@ -13,7 +13,7 @@ use oci_client::manifest::OciImageManifest;
 use crate::cache::{CompiledKey, DiskCache, Lookup, sha256};
 use crate::oci::OciSource;
 use crate::signature::{self, SignatureError, TrustPolicy};
-use crate::{Credentials, PluginRef, RegistryError, RegistryMetrics, media};
+use crate::{Credentials, PluginRef, RegistryError, RegistryMetrics, lock, media};
 
 /// When a tag is resolved again (a digest never is: it names immutable content).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,10 +163,6 @@ struct Inner {
     verified: Mutex<std::collections::HashSet<String>>,
     /// One lock per manifest digest being fetched or compiled.
     flights: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// `registry/repository` of a reference: the scope in which a cached digest may be served.
@@ -365,9 +361,8 @@ impl PluginStore {
         manifest_digest: &str,
     ) -> Result<Fetched, RegistryError> {
         // Fully cached: no network at all (offline start), when this repository is known to hold it.
-        if let Some(manifest) = self.cached_manifest(manifest_digest)?
-            && self.repository_holds(reference, manifest_digest).await?
-        {
+        if let Some(manifest) = self.cached_manifest(manifest_digest)? {
+            self.check_repository_holds(reference, manifest_digest).await?;
             let layer =
                 media::select_layer(&manifest).map_err(|detail| RegistryError::UnsupportedArtifact {
                     reference: reference.to_string(),
@@ -462,21 +457,22 @@ impl PluginStore {
         }
         self.miss("memory");
         // Fastest path from disk: manifest and compiled artifact cached; the module itself is not needed.
-        if let Some(manifest) = self.cached_manifest(&digest)?
-            && self.repository_holds(reference, &digest).await?
-            && let Ok(layer) = media::select_layer(&manifest)
-            && let Some(plugin) = self
-                .load_compiled(&layer.digest, layer.size.max(0) as usize)
-                .await?
-        {
-            self.remember(&key, &plugin, &layer.digest);
-            return Ok(Loaded {
-                plugin,
-                manifest_digest: digest,
-                module_digest: layer.digest.clone(),
-                source: Source::Cache,
-                elapsed: start.elapsed(),
-            });
+        if let Some(manifest) = self.cached_manifest(&digest)? {
+            self.check_repository_holds(reference, &digest).await?;
+            if let Ok(layer) = media::select_layer(&manifest)
+                && let Some(plugin) = self
+                    .load_compiled(&layer.digest, layer.size.max(0) as usize)
+                    .await?
+            {
+                self.remember(&key, &plugin, &layer.digest);
+                return Ok(Loaded {
+                    plugin,
+                    manifest_digest: digest,
+                    module_digest: layer.digest.clone(),
+                    source: Source::Cache,
+                    elapsed: start.elapsed(),
+                });
+            }
         }
         let fetched = self.fetch_resolved(reference, &digest).await?;
         let plugin = self.compile(&fetched).await?;
@@ -499,17 +495,14 @@ impl PluginStore {
     /// Whether the cache may serve manifest `digest` to the repository of `reference`: it was pulled from
     /// there, or the registry confirms the repository holds it now. A digest cached for another repository
     /// is not this one's: one client must not load another client's private plugin by naming its digest.
-    /// Never `Ok(false)`: a repository that does not hold the digest is a `not_found` error.
-    async fn repository_holds(&self, reference: &PluginRef, digest: &str) -> Result<bool, RegistryError> {
+    /// A repository that does not hold the digest is a `not_found` error.
+    async fn check_repository_holds(&self, reference: &PluginRef, digest: &str) -> Result<(), RegistryError> {
         let repository = repository_of(reference);
         if self.inner.cache.repo_has(&repository, digest) {
-            return Ok(true);
+            return Ok(());
         }
         match self.inner.source.has_manifest(reference, digest).await {
-            Ok(true) => {
-                self.inner.cache.put_repo(&repository, digest)?;
-                Ok(true)
-            }
+            Ok(true) => self.inner.cache.put_repo(&repository, digest),
             Ok(false) => Err(RegistryError::NotFound {
                 reference: reference.pinned(digest).to_string(),
                 message: format!(

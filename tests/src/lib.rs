@@ -333,44 +333,43 @@ pub fn dist(name: &str) -> PathBuf {
     p
 }
 
-/// An independent cosign-format signer (`scripts/cosign-sign.py`: Python `cryptography` and the ORAS SDK, no
-/// code of ours): writes a P-256 key pair `<prefix>.key`/`<prefix>.pub`.
-pub fn cosign_keygen(prefix: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+/// Runs the independent cosign-format signer (`scripts/cosign-sign.py`: Python `cryptography` and the ORAS
+/// SDK, no code of ours) with `args`; `what` names the call in the error.
+fn cosign_script(what: &str, args: &[&std::ffi::OsStr]) -> anyhow::Result<()> {
     let out = std::process::Command::new(venv_python())
         .arg(repo_root().join("scripts/cosign-sign.py"))
-        .arg("--generate-key")
-        .arg(prefix)
+        .args(args)
         .output()?;
     anyhow::ensure!(
         out.status.success(),
-        "cosign-sign.py --generate-key: {}",
+        "cosign-sign.py {what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    Ok(())
+}
+
+/// Writes a P-256 key pair `<prefix>.key`/`<prefix>.pub` with the independent signer.
+pub fn cosign_keygen(prefix: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    cosign_script("--generate-key", &["--generate-key".as_ref(), prefix.as_os_str()])?;
     let with = |ext: &str| PathBuf::from(format!("{}.{ext}", prefix.display()));
     Ok((with("key"), with("pub")))
 }
 
-/// Signs `registry/repository@digest` with the independent cosign-format signer and pushes the signature to
-/// the `sha256-<hex>.sig` tag (plain HTTP).
+/// Signs `registry/repository@digest` with the independent signer and pushes the signature to the
+/// `sha256-<hex>.sig` tag (plain HTTP).
 pub fn cosign_sign(registry: &str, repository: &str, digest: &str, key: &Path) -> anyhow::Result<()> {
-    let out = std::process::Command::new(venv_python())
-        .arg(repo_root().join("scripts/cosign-sign.py"))
-        .args([
-            "--registry",
-            registry,
-            "--repository",
-            repository,
-            "--digest",
-            digest,
-        ])
-        .arg("--key")
-        .arg(key)
-        .arg("--insecure")
-        .output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "cosign-sign.py {registry}/{repository}@{digest}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
+    cosign_script(
+        &format!("{registry}/{repository}@{digest}"),
+        &[
+            "--registry".as_ref(),
+            registry.as_ref(),
+            "--repository".as_ref(),
+            repository.as_ref(),
+            "--digest".as_ref(),
+            digest.as_ref(),
+            "--key".as_ref(),
+            key.as_os_str(),
+            "--insecure".as_ref(),
+        ],
+    )
 }
