@@ -47,15 +47,20 @@ pub async fn create_db(db: &str) -> Result<()> {
 }
 
 pub async fn produce(topic: &str, records: &[(String, Vec<u8>)]) -> Result<()> {
+    // Distinct timestamps: InfluxDB keeps one point per series and timestamp.
+    let base = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64;
+    produce_at(topic, records, base).await
+}
+
+/// Like [`produce`], with record `i` at the timestamp `base + i` (ms).
+pub async fn produce_at(topic: &str, records: &[(String, Vec<u8>)], base: i64) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", addr("kafka"))
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .create()?;
-    // Distinct timestamps: InfluxDB keeps one point per series and timestamp.
-    let base = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)?
-        .as_millis() as i64;
     let sends = records.iter().enumerate().map(|(i, (key, value))| {
         producer.send(
             FutureRecord::to(topic)

@@ -32,7 +32,7 @@
 
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use millrace_tests::config::{Binding, TestConfig};
 use millrace_tests::e2e::{committed, create_db, influx_query, read_dead_letters};
 use millrace_tests::{addr, eventually, free_port, push_plugin, unique};
@@ -599,7 +599,8 @@ async fn a_topic_deleted_and_created_again_does_not_overwrite_the_old_topics_doc
                 (format!("k{rid}"), value.into_bytes())
             })
             .collect();
-        millrace_tests::e2e::produce(&topic, &records).await?;
+        // The same timestamps in both incarnations: only the topic's id (KIP-516) tells their records apart.
+        millrace_tests::e2e::produce_at(&topic, &records, 1_700_000_000_000).await?;
         let port = free_port();
         let config = TestConfig::for_group(&format!("g-{incarnation}-{uid}"))
             .registry_cache(dir.path())
@@ -620,6 +621,19 @@ async fn a_topic_deleted_and_created_again_does_not_overwrite_the_old_topics_doc
         rids,
         (0..2 * N as u64).collect(),
         "both incarnations' documents: {docs:?}"
+    );
+    // Each incarnation's documents carry its topic id (22 characters of URL-safe base64) after the topic.
+    let mut by_topic_id: std::collections::BTreeMap<String, usize> = Default::default();
+    for (_, id) in &docs {
+        let rest = id
+            .strip_prefix(&format!("{topic}-"))
+            .with_context(|| format!("document id {id} starts with the topic"))?;
+        *by_topic_id.entry(rest.chars().take(22).collect()).or_default() += 1;
+    }
+    assert_eq!(
+        by_topic_id.values().copied().collect::<Vec<_>>(),
+        [N, N],
+        "two topic ids, one per incarnation: {docs:?}"
     );
     Ok(())
 }

@@ -156,14 +156,15 @@ async fn a_store_down_for_60_seconds_pauses_consumption_and_loses_nothing() -> R
             .unwrap_or(0.0)
             > 0.0;
         // Never a committed offset past a record that is not in the store.
-        // Default ids: `<topic>-<partition>-<offset>-<timestamp ms>-<output>`.
+        // Default ids: `<topic>-<topic id>-<partition>-<offset>-<output>` (the topic id may hold `-`).
         let prefix = format!("{}-", s.topic);
         let landed: BTreeSet<(i32, i64)> = es_docs(&index)
             .await?
             .into_iter()
             .filter_map(|(_, id)| {
-                let mut parts = id.strip_prefix(&prefix)?.split('-');
-                Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+                let mut parts = id.strip_prefix(&prefix)?.rsplit('-').skip(1);
+                let offset = parts.next()?.parse().ok()?;
+                Some((parts.next()?.parse().ok()?, offset))
             })
             .collect();
         for (partition, o) in committed_partitions(&s.group, &s.topic)? {

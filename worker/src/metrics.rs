@@ -44,6 +44,7 @@ pub struct Metrics {
     pub assigned_partitions: IntGauge,
     pub consumer_lag: IntGaugeVec,
     pub rebalances: IntCounterVec,
+    pub topic_id_lookups: IntCounterVec,
     pub record_latency: Histogram,
     pub reloads: IntCounterVec,
     pub reload_duration: Histogram,
@@ -242,6 +243,11 @@ impl Metrics {
                 "Consumer group rebalances, by kind",
                 &["kind"],
             )?,
+            topic_id_lookups: counter(
+                "millrace_topic_id_lookups_total",
+                "Topic ids (KIP-516) looked up for newly assigned partitions, by result",
+                &["result"],
+            )?,
             record_latency: Histogram::with_opts(
                 HistogramOpts::new(
                     "millrace_record_latency_seconds",
@@ -321,6 +327,9 @@ impl Metrics {
         }
         for kind in ["assign", "revoke"] {
             self.rebalances.with_label_values(&[kind]);
+        }
+        for result in ["id", "not_reported", "failed"] {
+            self.topic_id_lookups.with_label_values(&[result]);
         }
     }
 

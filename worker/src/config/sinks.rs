@@ -98,8 +98,9 @@ pub struct InfluxV2Section {
 
 /// Elasticsearch 7/8/9 or OpenSearch `_bulk`.
 ///
-/// Documents are indexed with the plugin's id, or `<topic>-<partition>-<offset>-<timestamp ms>-<output number>`:
-/// a redelivered record overwrites its documents instead of duplicating them, and a topic deleted and created
+/// Documents are indexed with the plugin's id, or `<topic>-<topic id>-<partition>-<offset>-<output number>`
+/// (`<topic>-<partition>-<offset>-<timestamp ms>-<output number>` where the broker reports no topic id): a
+/// redelivered record overwrites its documents instead of duplicating them, and a topic deleted and created
 /// again (offsets from 0) does not overwrite the old topic's documents.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -102,6 +102,11 @@ pub struct RecordData {
 }
 
 impl InFlight {
+    /// The id (KIP-516) of the topic incarnation the record came from, when the broker reports one.
+    pub fn topic_id(&self) -> Option<Arc<str>> {
+        self.tracker.topic_id()
+    }
+
     /// Registers a record just taken from `tracker`'s partition and returns its processing share.
     pub fn begin(
         tracker: Arc<PartitionTracker>,

@@ -21,6 +21,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use super::ack::{Fallback, InFlight, RecordData, Share};
 use super::backpressure::{self, Backpressure, Load};
 use super::offsets::PartitionTracker;
+use super::topic_ids::{self, TopicId};
 use crate::WorkerError;
 use crate::bindings::{self, BindingTable};
 use crate::config::WorkerConfig;
@@ -159,23 +160,103 @@ impl ConsumerContext for SourceContext {
                 if let Err(e) = consumer.resume(tpl) {
                     tracing::warn!(error = %e, "resuming newly assigned partitions");
                 }
-                let mut trackers = lock(&self.trackers);
-                for e in tpl.elements() {
-                    trackers
-                        .entry((e.topic().to_string(), e.partition()))
-                        .or_insert_with(|| PartitionTracker::new(e.topic(), e.partition()));
-                }
-                self.metrics.assigned_partitions.set(trackers.len() as i64);
+                let (assigned, added) = {
+                    let mut trackers = lock(&self.trackers);
+                    let added: Vec<Arc<PartitionTracker>> = tpl
+                        .elements()
+                        .iter()
+                        .map(|e| {
+                            trackers
+                                .entry((e.topic().to_string(), e.partition()))
+                                .or_insert_with(|| PartitionTracker::new(e.topic(), e.partition()))
+                                .clone()
+                        })
+                        .collect();
+                    (trackers.len(), added)
+                };
+                // Before any record of these partitions is taken: their documents' default ids carry it.
+                learn_topic_ids(consumer.client(), &added, &self.metrics);
+                self.metrics.assigned_partitions.set(assigned as i64);
                 self.joined.store(true, Ordering::Release);
-                tracing::info!(
-                    added = tpl.count(),
-                    assigned = trackers.len(),
-                    "partitions assigned"
-                );
+                tracing::info!(added = tpl.count(), assigned, "partitions assigned");
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
+    }
+}
+
+/// How long one topic id lookup may take, and how many are tried, before a topic's partitions go on without
+/// an id (their documents' default ids then carry the record's timestamp instead: `router`).
+const TOPIC_ID_TIMEOUT: Duration = Duration::from_secs(5);
+const TOPIC_ID_ATTEMPTS: u32 = 3;
+
+/// Looks up the topic ids (KIP-516) of `trackers` that do not know theirs yet, one request for all their
+/// topics, and gives each tracker its answer. A lookup that keeps failing leaves the topics without an id
+/// (counted as `failed`, logged): records still flow, only their default document ids use the fallback form.
+fn learn_topic_ids<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    trackers: &[Arc<PartitionTracker>],
+    metrics: &Metrics,
+) {
+    let mut topics: Vec<&str> = trackers
+        .iter()
+        .filter(|t| !t.knows_topic_id())
+        .map(|t| t.topic.as_str())
+        .collect();
+    topics.sort_unstable();
+    topics.dedup();
+    if topics.is_empty() {
+        return;
+    }
+    let mut answers: HashMap<String, Option<Arc<str>>> = HashMap::new();
+    let mut last_error = None;
+    for attempt in 1..=TOPIC_ID_ATTEMPTS {
+        let missing: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|t| !answers.contains_key(*t))
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        match topic_ids::describe(client, &missing, TOPIC_ID_TIMEOUT) {
+            Ok(found) => {
+                for (topic, answer) in found {
+                    match answer {
+                        Ok(TopicId::Id(id)) => {
+                            metrics.topic_id_lookups.with_label_values(&["id"]).inc();
+                            answers.insert(topic, Some(Arc::from(id)));
+                        }
+                        Ok(TopicId::NotReported) => {
+                            metrics
+                                .topic_id_lookups
+                                .with_label_values(&["not_reported"])
+                                .inc();
+                            answers.insert(topic, None);
+                        }
+                        Err(e) => last_error = Some(e),
+                    }
+                }
+            }
+            Err(e) => last_error = Some(e),
+        }
+        if attempt < TOPIC_ID_ATTEMPTS && answers.len() < topics.len() {
+            std::thread::sleep(Duration::from_millis(200 * u64::from(attempt)));
+        }
+    }
+    for topic in &topics {
+        if !answers.contains_key(*topic) {
+            metrics.topic_id_lookups.with_label_values(&["failed"]).inc();
+            tracing::warn!(
+                topic,
+                error = last_error.as_ref().map(ToString::to_string),
+                "no topic id: default document ids of this assignment use the record timestamp instead"
+            );
+        }
+    }
+    for t in trackers {
+        t.set_topic_id(answers.get(&t.topic).cloned().flatten());
     }
 }
 
@@ -360,6 +441,9 @@ impl Poll {
                     .entry((topic.to_string(), partition))
                     .or_insert_with(|| PartitionTracker::new(topic, partition))
                     .clone();
+                // A partition taken from without an assignment callback (not expected): its id is looked up
+                // here, before its first record.
+                learn_topic_ids(self.consumer.client(), std::slice::from_ref(&t), &self.metrics);
                 info.partitions.insert(partition, t.clone());
                 t
             }

@@ -3,7 +3,8 @@
 //! 1. **source** (`kafka.rs`, the poll thread): takes a record from an assigned partition, registers it with
 //!    the partition's tracker (`offsets.rs`) as an [`ack::InFlight`] holding one [`ack::Share`] (its
 //!    processing), and hands it to the lane its partition maps to (records of a partition stay in order;
-//!    partitions spread over the lanes, one per core);
+//!    partitions spread over the lanes, one per core); when partitions are assigned, their topics' ids
+//!    (KIP-516) are looked up for default document ids (`topic_ids.rs`);
 //! 2. **lane** (`lane.rs`): runs the record through its binding's plugin instance; a rejected or failed
 //!    record goes to the dead-letter topic with its kind (`dead_letter.rs`);
 //! 3. **router** (`router.rs`): checks each output against the binding's allowed indices and measurements,
@@ -30,6 +31,7 @@ pub mod offsets;
 mod router;
 mod scheduler;
 pub mod supervisor;
+mod topic_ids;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

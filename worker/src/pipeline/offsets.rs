@@ -6,7 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// The state of one assigned partition.
 #[derive(Debug)]
@@ -17,6 +17,9 @@ pub struct PartitionTracker {
     revoked: AtomicBool,
     /// Bytes of the partition's records still held in memory (taken, not yet dropped by every stage).
     bytes: AtomicUsize,
+    /// The topic's id (KIP-516) as the broker gave it when the partition was assigned: `Some(None)` when
+    /// the broker reports none or the lookup failed (see `topic_ids`), unset before the lookup.
+    topic_id: OnceLock<Option<Arc<str>>>,
 }
 
 #[derive(Debug, Default)]
@@ -49,7 +52,23 @@ impl PartitionTracker {
             state: Mutex::new(State::default()),
             revoked: AtomicBool::new(false),
             bytes: AtomicUsize::new(0),
+            topic_id: OnceLock::new(),
         })
+    }
+
+    /// The topic's id, if it was looked up and the broker has one.
+    pub fn topic_id(&self) -> Option<Arc<str>> {
+        self.topic_id.get().cloned().flatten()
+    }
+
+    /// Whether the topic's id was looked up (successfully or not) for this assignment.
+    pub fn knows_topic_id(&self) -> bool {
+        self.topic_id.get().is_some()
+    }
+
+    /// Sets the topic's id once; later calls are ignored (an assignment keeps the id it started with).
+    pub fn set_topic_id(&self, id: Option<Arc<str>>) {
+        let _ = self.topic_id.set(id);
     }
 
     /// Registers a record taken from the partition (offsets arrive in increasing order).

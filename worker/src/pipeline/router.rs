@@ -74,6 +74,7 @@ impl Router {
                             || {
                                 default_document_id(
                                     &rec.topic,
+                                    rec.topic_id().as_deref(),
                                     rec.partition,
                                     rec.offset,
                                     rec.timestamp_ms,
@@ -122,22 +123,26 @@ impl Router {
     }
 }
 
-/// The id of a document the plugin wrote without one: `<topic>-<partition>-<offset>-<timestamp ms>-<output>`.
+/// The id of a document the plugin wrote without one: `<topic>-<topic id>-<partition>-<offset>-<output>`.
 /// Deterministic (a redelivered record overwrites its own documents), and distinct across incarnations of a
 /// topic: a topic deleted and created again starts its offsets at 0, and its records would overwrite the old
-/// topic's documents if the id held the offset alone. The record's timestamp stands in for the topic's id
-/// (KIP-516), which the Kafka client library does not give; only a record of the new topic with the same
-/// partition, offset and millisecond as one of the old would meet it.
+/// topic's documents if the id held the offset alone. The topic id (KIP-516, looked up when the partition is
+/// assigned: `topic_ids`) tells the incarnations apart. Where the broker reports none (or the lookup
+/// failed) the id is `<topic>-<partition>-<offset>-<timestamp ms>-<output>`: the record's timestamp stands
+/// in, and only a record of the new topic with the same partition, offset and millisecond as one of the old
+/// would meet it.
 pub(super) fn default_document_id(
     topic: &str,
+    topic_id: Option<&str>,
     partition: i32,
     offset: i64,
     timestamp_ms: Option<i64>,
     output: usize,
 ) -> String {
-    match timestamp_ms {
-        Some(ts) => format!("{topic}-{partition}-{offset}-{ts}-{output}"),
-        None => format!("{topic}-{partition}-{offset}-none-{output}"),
+    match (topic_id, timestamp_ms) {
+        (Some(id), _) => format!("{topic}-{id}-{partition}-{offset}-{output}"),
+        (None, Some(ts)) => format!("{topic}-{partition}-{offset}-{ts}-{output}"),
+        (None, None) => format!("{topic}-{partition}-{offset}-none-{output}"),
     }
 }
 
@@ -228,17 +233,44 @@ mod tests {
 
     #[test]
     fn default_document_ids_are_deterministic_and_differ_across_topic_incarnations() {
-        let id = super::default_document_id("t", 1, 0, Some(1_700_000_000_000), 2);
-        assert_eq!(id, "t-1-0-1700000000000-2");
+        use super::default_document_id as id;
+        let old = id(
+            "t",
+            Some("AaJGEIc4cpCHBHnoErSyWw"),
+            1,
+            0,
+            Some(1_700_000_000_000),
+            2,
+        );
+        assert_eq!(old, "t-AaJGEIc4cpCHBHnoErSyWw-1-0-2");
         assert_eq!(
-            id,
-            super::default_document_id("t", 1, 0, Some(1_700_000_000_000), 2)
+            old,
+            id(
+                "t",
+                Some("AaJGEIc4cpCHBHnoErSyWw"),
+                1,
+                0,
+                Some(1_800_000_000_000),
+                2
+            ),
+            "the topic id, not the timestamp, tells incarnations apart"
         );
         assert_ne!(
-            id,
-            super::default_document_id("t", 1, 0, Some(1_800_000_000_000), 2)
+            old,
+            id(
+                "t",
+                Some("AaJGEI8MfjKdQNfCLkE5eA"),
+                1,
+                0,
+                Some(1_700_000_000_000),
+                2
+            )
         );
-        assert_eq!(super::default_document_id("t", 0, 5, None, 0), "t-0-5-none-0");
+        // Without a topic id the timestamp stands in.
+        let bare = id("t", None, 1, 0, Some(1_700_000_000_000), 2);
+        assert_eq!(bare, "t-1-0-1700000000000-2");
+        assert_ne!(bare, id("t", None, 1, 0, Some(1_800_000_000_000), 2));
+        assert_eq!(id("t", None, 0, 5, None, 0), "t-0-5-none-0");
     }
 
     #[test]
