@@ -82,10 +82,11 @@ impl HostState {
     }
 
     /// Resets the per-record state before a record runs.
-    pub fn begin_record(&mut self, timestamp_ms: Option<i64>) {
+    /// Starts a record whose call begins at `now` (the caller's clock reading, one less per record).
+    pub fn begin_record(&mut self, timestamp_ms: Option<i64>, now: Instant) {
         self.rec = RecordState::default();
         self.limiter.hit = false;
-        self.arm_deadline();
+        self.deadline = now.checked_add(self.limits.timeout);
         self.clock_record_ns = timestamp_ms.map_or(0, |ms| (ms.max(0) as u64).saturating_mul(1_000_000));
     }
 

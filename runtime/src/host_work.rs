@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(state.stdio_allowance(100), 5);
         assert_eq!(state.stdio_allowance(100), 0);
         assert_eq!(state.rec.logs_dropped, 1);
-        state.begin_record(None);
+        state.begin_record(None, std::time::Instant::now());
         assert_eq!(state.stdio_allowance(100), 100, "the cap is per record");
     }
 }

@@ -183,7 +183,7 @@ impl PluginInstance {
             },
         };
         let limits = &self.limits;
-        live.store.data_mut().begin_record(record.timestamp_ms);
+        live.store.data_mut().begin_record(record.timestamp_ms, start);
         let _ = live.store.set_fuel(limits.fuel_per_record);
         live.store.set_epoch_deadline(self.deadline_ticks);
 

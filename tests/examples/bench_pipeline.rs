@@ -87,6 +87,8 @@ fn raw(brokers: &str, topic: &str, count: u64) -> Result<()> {
         .set("enable.auto.commit", "false")
         .set("session.timeout.ms", "6000")
         .set("topic.metadata.refresh.interval.ms", "500")
+        // As the worker's consumer (its default), so that the baseline's delivery lag compares.
+        .set("fetch.wait.max.ms", "100")
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut n = 0u64;

@@ -26,7 +26,8 @@ pub struct BatchingConfig {
     #[serde(with = "crate::units::size")]
     #[schemars(schema_with = "crate::units::size::schema")]
     pub max_bytes: usize,
-    /// How long a batch waits to fill.
+    /// How long a batch waits to fill (at high rates batches fill first: `max_records`, `max_bytes`); part of
+    /// every record's latency at low rates.
     #[serde(with = "crate::units::duration")]
     #[schemars(schema_with = "crate::units::duration::schema")]
     pub linger: Duration,
@@ -48,7 +49,7 @@ impl Default for BatchingConfig {
         Self {
             max_records: 5000,
             max_bytes: 5 << 20,
-            linger: Duration::from_millis(200),
+            linger: Duration::from_millis(50),
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(30),
             concurrency: 4,

@@ -58,7 +58,7 @@ fn every_default_is_the_documented_one() {
     assert_eq!(
         (b.linger, b.retry_initial_backoff, b.retry_max_backoff),
         (
-            Duration::from_millis(200),
+            Duration::from_millis(50),
             Duration::from_millis(100),
             Duration::from_secs(30)
         )

@@ -260,6 +260,9 @@ fn learn_topic_ids<C: ClientContext>(
     }
 }
 
+/// Most records the poll thread takes before handing them to the lanes (fewer when no more are fetched).
+const POLL_BATCH: usize = 64;
+
 /// Creates the consumer and subscribes it to every binding's topics.
 pub fn consumer(
     config: &WorkerConfig,
@@ -281,7 +284,10 @@ pub fn consumer(
             k.statistics_interval.as_millis().to_string(),
         )
         // New client topics matching a regex binding are found within this time.
-        .set("topic.metadata.refresh.interval.ms", "10000");
+        .set("topic.metadata.refresh.interval.ms", "10000")
+        // A fetch waits at most this long for data: the latency floor at low rates (librdkafka's 500 ms
+        // default made it most of a record's time from producer to store).
+        .set("fetch.wait.max.ms", "100");
     for (key, v) in &k.properties {
         c.set(key, v);
     }
@@ -299,7 +305,7 @@ pub(super) struct Poll {
     pub consumer: BaseConsumer<SourceContext>,
     pub trackers: Trackers,
     /// One queue per lane.
-    pub lanes: Vec<mpsc::Sender<Share>>,
+    pub lanes: Vec<mpsc::Sender<Vec<Share>>>,
     pub table: Arc<BindingTable>,
     pub metrics: Metrics,
     pub fallback: Arc<dyn Fallback>,
@@ -316,6 +322,8 @@ struct TopicInfo {
     /// The binding the topic belongs to (as of the binding table's generation when this was made).
     binding: Option<Arc<str>>,
     partitions: HashMap<i32, Arc<PartitionTracker>>,
+    /// The lane of each partition seen (`lane_of`, hashed once).
+    lanes: HashMap<i32, usize>,
 }
 
 /// The poll thread's knowledge of `topic`, made once per binding table (matching a topic against every
@@ -325,14 +333,22 @@ fn topic_info<'a>(
     table: &BindingTable,
     topic: &str,
 ) -> &'a mut TopicInfo {
-    topics.entry(topic.to_string()).or_insert_with(|| TopicInfo {
-        name: Arc::from(topic),
-        binding: bindings::find(&table.snapshot(), topic)
-            .ok()
-            .flatten()
-            .map(|b| b.name.clone()),
-        partitions: HashMap::new(),
-    })
+    // Looked up before inserting: no key allocated per record.
+    if !topics.contains_key(topic) {
+        let info = TopicInfo {
+            name: Arc::from(topic),
+            binding: bindings::find(&table.snapshot(), topic)
+                .ok()
+                .flatten()
+                .map(|b| b.name.clone()),
+            partitions: HashMap::new(),
+            lanes: HashMap::new(),
+        };
+        topics.insert(topic.to_string(), info);
+    }
+    topics
+        .get_mut(topic)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }
 
 impl Poll {
@@ -349,6 +365,7 @@ impl Poll {
         let mut topics: HashMap<String, TopicInfo> = HashMap::new();
         let mut generation = self.table.generation();
         let mut subscribed = bindings::subscriptions(&self.table.snapshot());
+        let mut batches: Vec<Vec<Share>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
         while !self.stop.load(Ordering::Acquire) {
             // Bindings changed: subscribe to the new set of topics (a rebalance hands out their partitions).
             if self.table.generation() != generation {
@@ -366,29 +383,47 @@ impl Poll {
                     }
                 }
             }
-            match self.consumer.poll(Duration::from_millis(50)) {
-                Some(Ok(msg)) => {
-                    let (share, binding) = self.take(&msg, &mut topics);
-                    let bytes = share.record().bytes() as i64;
-                    budget_left -= bytes;
-                    if let Some(b) = binding {
-                        let left = binding_left
-                            .entry(b)
-                            .or_insert(self.limits.max_bytes_per_binding as i64);
-                        *left -= bytes;
-                        if *left < 0 {
-                            budget_left = -1; // this binding's share is used up: decide now
+            // Up to POLL_BATCH records (all already fetched: only the first poll waits), handed to each lane
+            // as one batch: one hand-over and at most one wake-up per lane instead of one per record.
+            let mut wait = Duration::from_millis(50);
+            let mut lane_gone = false;
+            for _ in 0..POLL_BATCH {
+                match self.consumer.poll(wait) {
+                    Some(Ok(msg)) => {
+                        wait = Duration::ZERO;
+                        let (share, binding, lane) = self.take(&msg, &mut topics);
+                        let bytes = share.record().bytes() as i64;
+                        budget_left -= bytes;
+                        if let Some(b) = binding {
+                            let left = binding_left
+                                .entry(b)
+                                .or_insert(self.limits.max_bytes_per_binding as i64);
+                            *left -= bytes;
+                            if *left < 0 {
+                                budget_left = -1; // this binding's share is used up: decide now
+                            }
+                        }
+                        batches[lane].push(share);
+                        if budget_left < 0 {
+                            break;
                         }
                     }
-                    let lane = lane_of(msg.topic(), msg.partition(), self.lanes.len());
-                    if self.lanes[lane].send(share).is_err() {
-                        // The record's share comes back in the error and is dropped: dead-lettered visibly.
-                        tracing::error!(lane, "a lane stopped; stopping");
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "consumer error");
                         break;
                     }
+                    None => break,
                 }
-                Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
-                None => {}
+            }
+            for (lane, batch) in batches.iter_mut().enumerate() {
+                if !batch.is_empty() && self.lanes[lane].send(std::mem::take(batch)).is_err() {
+                    // The records' shares come back in the error and are dropped: dead-lettered visibly.
+                    tracing::error!(lane, "a lane stopped; stopping");
+                    lane_gone = true;
+                }
+            }
+            if lane_gone {
+                break;
             }
             if budget_left < 0 || last_housekeeping.elapsed() >= Duration::from_millis(50) {
                 let since_last = last_housekeeping.elapsed();
@@ -425,15 +460,21 @@ impl Poll {
         }
     }
 
-    /// Registers a record with its partition's tracker; returns its processing share and its binding.
+    /// Registers a record with its partition's tracker; returns its processing share, its binding and its
+    /// lane.
     fn take(
         &self,
         msg: &rdkafka::message::BorrowedMessage<'_>,
         topics: &mut HashMap<String, TopicInfo>,
-    ) -> (Share, Option<Arc<str>>) {
+    ) -> (Share, Option<Arc<str>>, usize) {
         let topic = msg.topic();
         let info = topic_info(topics, &self.table, topic);
         let partition = msg.partition();
+        let n_lanes = self.lanes.len();
+        let lane = *info
+            .lanes
+            .entry(partition)
+            .or_insert_with(|| lane_of(topic, partition, n_lanes));
         let tracker = match info.partitions.get(&partition) {
             Some(t) if !t.is_revoked() => t.clone(),
             _ => {
@@ -469,7 +510,7 @@ impl Poll {
             Some(self.metrics.record_latency.clone()),
             self.fallback.clone(),
         );
-        (share, info.binding.clone())
+        (share, info.binding.clone(), lane)
     }
 
     /// Offsets to store, partitions to pause or resume, gauges; returns the bytes in flight, overall and

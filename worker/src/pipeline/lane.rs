@@ -142,22 +142,24 @@ impl Lane {
 
     /// The lane's thread: takes records as they arrive, queues them per binding and runs them fairly until
     /// its queue is closed and everything queued ran.
-    pub(super) fn run(mut self, rx: mpsc::Receiver<Share>) {
+    pub(super) fn run(mut self, rx: mpsc::Receiver<Vec<Share>>) {
         let mut open = true;
         loop {
             if self.scheduler.is_empty() {
+                // Nothing else to do: the outputs gathered so far go to the sinks before the lane waits.
+                self.router.flush();
                 if !open {
                     break;
                 }
                 match rx.recv() {
-                    Ok(share) => self.enqueue(share),
+                    Ok(batch) => self.enqueue_all(batch),
                     Err(_) => break,
                 }
             }
             // Everything that arrived meanwhile joins its binding's queue before the next pick.
             while open {
                 match rx.try_recv() {
-                    Ok(share) => self.enqueue(share),
+                    Ok(batch) => self.enqueue_all(batch),
                     Err(mpsc::TryRecvError::Empty) => break,
                     Err(mpsc::TryRecvError::Disconnected) => open = false,
                 }
@@ -175,6 +177,7 @@ impl Lane {
                     self.scheduler.charge(&binding, cost);
                 }
                 None if self.stop.load(Ordering::Acquire) => {
+                    self.router.flush();
                     // Stopping, and only throttled clients' records wait: they are delivered again later.
                     for share in self.scheduler.drain_all() {
                         share.redeliver();
@@ -182,14 +185,26 @@ impl Lane {
                 }
                 None if open => {
                     // Every client with records waiting spent its CPU budget: wait for records or credit.
+                    self.router.flush();
                     match rx.recv_timeout(Duration::from_millis(5)) {
-                        Ok(share) => self.enqueue(share),
+                        Ok(batch) => self.enqueue_all(batch),
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
                     }
                 }
-                None => std::thread::sleep(Duration::from_millis(5)),
+                None => {
+                    self.router.flush();
+                    std::thread::sleep(Duration::from_millis(5));
+                }
             }
+        }
+        self.router.flush();
+    }
+
+    /// Queues a batch of records from the poll thread, in order.
+    fn enqueue_all(&mut self, batch: Vec<Share>) {
+        for share in batch {
+            self.enqueue(share);
         }
     }
 
@@ -351,7 +366,7 @@ impl Lane {
     /// The binding's compiled plugin, loaded again if it was unloaded. A load that fails (the disk cache lost
     /// it and the registry is unreachable) is the host's shortage, not the record's: the record waits, counted,
     /// and the load is tried again with backoff; `None` if the pipeline stops or the partition moves meanwhile.
-    fn load_plugin(&self, binding: &Binding, rec: &InFlight) -> Option<millrace_runtime::Plugin> {
+    fn load_plugin(&mut self, binding: &Binding, rec: &InFlight) -> Option<millrace_runtime::Plugin> {
         let mut delay = Duration::from_millis(50);
         loop {
             match binding.plugin.get() {
@@ -368,6 +383,8 @@ impl Lane {
             if self.stop.load(Ordering::Acquire) || rec.tracker().is_revoked() {
                 return None;
             }
+            // Earlier records' outputs do not wait with this one.
+            self.router.flush();
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -418,6 +435,7 @@ impl Lane {
                     return None;
                 }
                 tracing::debug!(binding = %binding.name, ?delay, "no instance slot free; waiting");
+                self.router.flush();
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(1));
             }

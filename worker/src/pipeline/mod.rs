@@ -116,10 +116,7 @@ pub async fn run(
 
     let sinks = sinks::Sinks::<Share>::start(&config, &metrics)?;
     metrics.initialize(&sinks.names());
-    let router = Router {
-        points: sinks.points,
-        documents: sinks.documents,
-    };
+    let router = Router::new(sinks.points, sinks.documents);
 
     // Observability endpoints.
     let supervisor = Supervisor::new(health.clone(), metrics.clone());
@@ -139,7 +136,7 @@ pub async fn run(
     let mut lane_senders = Vec::new();
     let mut lane_threads = Vec::new();
     for i in 0..lanes {
-        let (tx, rx) = mpsc::channel::<Share>();
+        let (tx, rx) = mpsc::channel::<Vec<Share>>();
         let lane = Lane::new(
             table.clone(),
             router.clone(),

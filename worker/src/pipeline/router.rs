@@ -14,20 +14,84 @@ use crate::config::PointTimestamps;
 use crate::kinds::DeadLetterKind;
 use crate::sinks::{Item, Payload, SinkSender};
 
+/// Records whose outputs a lane gathers before handing them to the sinks in one chunk per sink.
+const OUTBOX_RECORDS: usize = 64;
+
 /// Where outputs go: every configured InfluxDB sink gets every point; documents go to Elasticsearch.
-#[derive(Clone, Debug)]
+///
+/// Each lane has its own router (a clone), whose outbox gathers the outputs of up to [`OUTBOX_RECORDS`]
+/// records, in record order, before handing them over: one hand-over (and at most one wake-up of a sink task)
+/// per chunk instead of per record. The lane flushes it whenever it has nothing else to do, so a record
+/// never waits in the outbox for records that have not arrived.
+#[derive(Debug)]
 pub(super) struct Router {
-    pub(super) points: Vec<SinkSender<Share>>,
-    pub(super) documents: Option<SinkSender<Share>>,
+    points: Vec<SinkSender<Share>>,
+    documents: Option<SinkSender<Share>>,
+    /// One chunk per sink: index 0.. for the InfluxDB sinks, then the Elasticsearch sink.
+    outbox: Vec<Vec<Item<Share>>>,
+    /// Records whose outputs are in the outbox.
+    outbox_records: usize,
+}
+
+impl Clone for Router {
+    /// A router for another lane: the same sinks, an empty outbox.
+    fn clone(&self) -> Self {
+        Self::new(self.points.clone(), self.documents.clone())
+    }
 }
 
 impl Router {
-    /// Routes `outputs` of the record `share` belongs to; the caller then finishes its own share.
-    pub(super) fn route(&self, binding: &Binding, share: &Share, outputs: Vec<Output>, bm: &BindingMetrics) {
+    pub(super) fn new(points: Vec<SinkSender<Share>>, documents: Option<SinkSender<Share>>) -> Self {
+        let outbox = (0..=points.len()).map(|_| Vec::new()).collect();
+        Self {
+            points,
+            documents,
+            outbox,
+            outbox_records: 0,
+        }
+    }
+
+    /// Hands the outbox to the sinks. Blocks while a sink's queue is full: backpressure, and the partitions
+    /// pause behind it.
+    pub(super) fn flush(&mut self) {
+        if self.outbox_records == 0 {
+            return;
+        }
+        self.outbox_records = 0;
+        let n_points = self.points.len();
+        for (k, chunk) in self.outbox.iter_mut().enumerate() {
+            if chunk.is_empty() {
+                continue;
+            }
+            let sender = if k < n_points {
+                &self.points[k]
+            } else {
+                match &self.documents {
+                    Some(s) => s,
+                    None => continue,
+                }
+            };
+            let chunk = std::mem::replace(chunk, Vec::with_capacity(chunk.capacity()));
+            if let Err(e) = sender.blocking_send(chunk) {
+                // The sink is gone: the chunk's shares are dropped, which dead-letters the records visibly
+                // (or leaves them for redelivery when the pipeline is stopping).
+                tracing::warn!(error = %e, "sink queue closed");
+            }
+        }
+    }
+
+    /// Routes `outputs` of the record `share` belongs to into the outbox (flushed when full); the caller then
+    /// finishes its own share.
+    pub(super) fn route(
+        &mut self,
+        binding: &Binding,
+        share: &Share,
+        outputs: Vec<Output>,
+        bm: &BindingMetrics,
+    ) {
         let rec = share.record();
-        // One chunk per sink: index 0.. for the InfluxDB sinks, then the Elasticsearch sink.
         let n_sinks = self.points.len() + 1;
-        let mut chunks: Vec<Vec<Item<Share>>> = (0..n_sinks).map(|_| Vec::new()).collect();
+        let chunks = &mut self.outbox;
         let mut refused: Vec<String> = Vec::new();
         let record_ms = rec.timestamp_ms.unwrap_or_else(|| {
             std::time::SystemTime::now()
@@ -96,29 +160,14 @@ impl Router {
                 }
             }
         }
-        for (k, chunk) in chunks.into_iter().enumerate() {
-            if chunk.is_empty() {
-                continue;
-            }
-            let sender = if k < self.points.len() {
-                &self.points[k]
-            } else {
-                match &self.documents {
-                    Some(s) => s,
-                    None => continue,
-                }
-            };
-            // Blocks while the sink's queue is full: backpressure, and the partition pauses behind it.
-            if let Err(e) = sender.blocking_send(chunk) {
-                // The sink is gone: the chunk's shares are dropped, which dead-letters the record visibly
-                // (or leaves it for redelivery when the pipeline is stopping).
-                tracing::warn!(error = %e, "sink queue closed");
-            }
-        }
         if !refused.is_empty() {
             share
                 .split()
                 .dead_letter(DeadLetterKind::OutputNotAllowed, refused.join("; "));
+        }
+        self.outbox_records += 1;
+        if self.outbox_records >= OUTBOX_RECORDS {
+            self.flush();
         }
     }
 }
