@@ -2,6 +2,8 @@
 # `make bench`: benchmarks, each with a baseline measured in the same run; figures go to BENCHMARKS.md.
 #   MILLRACE_BENCH_SECONDS   measurement time per run (default 3)
 #   MILLRACE_BENCH_MANY      binding counts of the many-clients section (default "10 100 300 1000"; scripts/bench/many.sh)
+#   MILLRACE_BENCH_SECTIONS  the sections to run (default "runtime host-path registry pipeline many"): each
+#                            rewrites only its own part of BENCHMARKS.md
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 SECS=${MILLRACE_BENCH_SECONDS:-3}
@@ -15,9 +17,13 @@ cargo build --release -p millrace-worker --bin millrace
 MILLRACE=target/release/millrace
 NATIVE=plugins/target/release/bench-native
 
+SECTIONS=" ${MILLRACE_BENCH_SECTIONS:-runtime host-path registry pipeline many} "
+section() { [[ "$SECTIONS" == *" $1 "* ]]; }
+
 python3 scripts/bench/corpus.py seed 10000 >"$OUT/seed.ndjson"
 python3 scripts/bench/corpus.py iot 10000 >"$OUT/iot.ndjson"
 
+if section runtime; then
 echo "== runtime: wasm plugins vs the same transforms compiled natively (${SECS}s each)" >&2
 run() { echo "  $1" >&2; shift; "$@"; }
 {
@@ -40,15 +46,19 @@ run() { echo "  $1" >&2; shift; "$@"; }
 } >"$OUT/runtime.jsonl"
 python3 scripts/bench/report.py runtime "$OUT/runtime.jsonl" BENCHMARKS.md
 echo "results: $OUT/runtime.jsonl; report: BENCHMARKS.md" >&2
+fi
 
+if section host-path; then
 echo "== per-record host path: microbenchmark (divan)" >&2
 cargo bench -p millrace-runtime --bench host_path 2>/dev/null | grep -v '^Timer precision' >"$OUT/host_path.txt"
 python3 scripts/bench/report.py host-path "$OUT/host_path.txt" BENCHMARKS.md
+fi
 
-echo "== plugin registry: cold (pull + verify + compile -> ready) and warm (cache hit -> ready)" >&2
 scripts/stack/stack.sh up registry
 REGISTRY=$(cat "${MILLRACE_STACK_DIR:-.stack}/registry.addr")
 VENV_PY=${MILLRACE_VENV:-.venv}/bin/python
+if section registry; then
+echo "== plugin registry: cold (pull + verify + compile -> ready) and warm (cache hit -> ready)" >&2
 : >"$OUT/registry.jsonl"
 for p in seed_router seed_compat acme_iot c_envelope; do
     repo="bench/$p-$(date +%s%N)"
@@ -64,7 +74,9 @@ for p in seed_router seed_compat acme_iot c_envelope; do
     echo "  $p" >&2
 done
 python3 scripts/bench/report.py registry "$OUT/registry.jsonl" BENCHMARKS.md
+fi
 
+if section pipeline; then
 echo "== pipeline: Kafka -> plugin -> stores, against a do-nothing consumer and a blackhole store" >&2
 N=${MILLRACE_BENCH_RECORDS:-200000}
 scripts/stack/stack.sh up
@@ -87,7 +99,7 @@ run_worker() { # name topic influx es -> prints wait JSON
     "$BP" wait "$KAFKA" "$group" "$2" "$N" "$pid"
     kill -TERM "$pid"; wait "$pid" || true
 }
-for t in real blackhole; do
+for t in real influx blackhole; do
     "$BP" produce "$KAFKA" "$RUN-$t" "$OUT/pipeline.ndjson" >/dev/null
 done
 {
@@ -101,6 +113,9 @@ done
     BH=$!
     sleep 0.5
     printf '{"run":"blackhole","r":%s}\n' "$(run_worker blackhole "$RUN-blackhole" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT")"
+    echo "  worker -> InfluxDB + blackhole documents, and InfluxDB's own ceiling" >&2
+    printf '{"run":"influx","r":%s}\n' "$(run_worker influx "$RUN-influx" "http://$INFLUX" "http://127.0.0.1:$BH_PORT")"
+    printf '{"run":"influx-ceiling","r":%s}\n' "$("$BP" influx-ceiling "http://$INFLUX" "$RUN" "$OUT/pipeline.ndjson")"
     kill "$BH"
     latency_run() { # name rate influx es
         local port pid
@@ -153,7 +168,8 @@ PY
     kill "$BH"
 } >"$OUT/pipeline.jsonl"
 python3 scripts/bench/report.py pipeline "$OUT/pipeline.jsonl" BENCHMARKS.md
+fi
 
 # Many clients (issue 12): 10 / 100 / 300 / 1000 bindings on one worker, and fairness beside a noisy client
 # (MILLRACE_BENCH_MANY and the other knobs: see the script; runnable alone).
-scripts/bench/many.sh
+if section many; then scripts/bench/many.sh; fi

@@ -5,6 +5,8 @@
 //! bench_pipeline raw BROKERS TOPIC COUNT                 # a do-nothing consumer: records/s of the broker
 //! bench_pipeline blackhole PORT                          # an InfluxDB + Elasticsearch endpoint that counts
 //! bench_pipeline wait BROKERS GROUP TOPIC COUNT PID      # waits for COUNT committed; prints time and CPU
+//! bench_pipeline influx-ceiling URL DB CORPUS            # InfluxDB alone: the corpus's points, written as
+//!                                                        # the worker batches them; prints points/s
 //! ```
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark tool: failures end it with the message
@@ -29,6 +31,7 @@ async fn main() -> Result<()> {
         Some("raw") if a.len() == 5 => raw(&a[2], &a[3], a[4].parse()?),
         Some("blackhole") if a.len() == 3 => blackhole(a[2].parse()?).await,
         Some("wait") if a.len() == 7 => wait(&a[2], &a[3], &a[4], a[5].parse()?, a[6].parse()?),
+        Some("influx-ceiling") if a.len() == 5 => influx_ceiling(&a[2], &a[3], &a[4]).await,
         _ => bail!("see the usage in the source"),
     }
 }
@@ -229,6 +232,88 @@ fn wait(brokers: &str, group: &str, topic: &str, count: i64, pid: u32) -> Result
         "{}",
         json!({"records": records, "seconds": secs, "records_per_s": records / secs,
                "cpu_seconds": cpu, "cpu_us_per_record": cpu * 1e6 / records})
+    );
+    Ok(())
+}
+
+/// What InfluxDB alone takes: the points `seed-router` makes of the corpus (its metrics), written in batches
+/// of the worker's default size (5,000), gzipped, 4 requests at once (`batching.concurrency`), as fast as
+/// the store answers.
+async fn influx_ceiling(url: &str, db: &str, corpus: &str) -> Result<()> {
+    use std::io::Write as _;
+    const BATCH: usize = 5000;
+    const CONCURRENCY: usize = 4;
+    let text = std::fs::read_to_string(corpus)?;
+    let mut records = 0usize;
+    let mut lines = Vec::new();
+    for (i, l) in text.lines().enumerate() {
+        records += 1;
+        let v: serde_json::Value = match serde_json::from_str(l) {
+            Ok(v) => v,
+            Err(_) => continue,
+        };
+        if v["type"] != "metric" {
+            continue;
+        }
+        let (Some(source), Some(unit), Some(value)) =
+            (v["source"].as_str(), v["unit"].as_str(), v["value"].as_f64())
+        else {
+            continue;
+        };
+        let ts = v["timestamp"].as_i64().unwrap_or(1_795_000_000_000) * 1_000_000 + i as i64 % 1_000_000;
+        lines.push(format!(
+            "env_metrics,source={source},unit={unit} value={value} {ts}"
+        ));
+    }
+    let bodies: Vec<Vec<u8>> = lines
+        .chunks(BATCH)
+        .map(|c| {
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(c.join("\n").as_bytes()).unwrap();
+            gz.finish().unwrap()
+        })
+        .collect();
+    let client = reqwest::Client::new();
+    let write_url = format!("{url}/write?db={db}&precision=ns");
+    let next = Arc::new(AtomicU64::new(0));
+    let bodies = Arc::new(bodies);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let (client, url, next, bodies) =
+                (client.clone(), write_url.clone(), next.clone(), bodies.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    let Some(body) = bodies.get(i) else {
+                        return Ok::<_, anyhow::Error>(());
+                    };
+                    let r = client
+                        .post(&url)
+                        .header("Content-Encoding", "gzip")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    if !r.status().is_success() {
+                        bail!(
+                            "InfluxDB answered {}: {}",
+                            r.status(),
+                            r.text().await.unwrap_or_default()
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{}",
+        json!({"points": lines.len(), "seconds": secs, "points_per_s": lines.len() as f64 / secs,
+               "points_per_record": lines.len() as f64 / records.max(1) as f64,
+               "batch": BATCH, "concurrency": CONCURRENCY})
     );
     Ok(())
 }

@@ -175,6 +175,7 @@ impl Lane {
                 Some((binding, share)) => {
                     let cost = self.process(share);
                     self.scheduler.charge(&binding, cost);
+                    self.router.spent(cost);
                 }
                 None if self.stop.load(Ordering::Acquire) => {
                     self.router.flush();

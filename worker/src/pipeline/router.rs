@@ -5,6 +5,8 @@
 //! to its sinks with one share of the record each. Outputs not allowed, or for a store that is not
 //! configured, dead-letter the record as `output_not_allowed`; the allowed ones are still written.
 
+use std::time::Duration;
+
 use millrace_runtime::Output;
 
 use super::ack::Share;
@@ -16,13 +18,17 @@ use crate::sinks::{Item, Payload, SinkSender};
 
 /// Records whose outputs a lane gathers before handing them to the sinks in one chunk per sink.
 const OUTBOX_RECORDS: usize = 64;
+/// Plugin time a lane spends (on any records) after the first output entered the outbox before it flushes:
+/// outputs never wait behind a backlog of slow or failing records.
+const OUTBOX_AGE: Duration = Duration::from_millis(1);
 
 /// Where outputs go: every configured InfluxDB sink gets every point; documents go to Elasticsearch.
 ///
 /// Each lane has its own router (a clone), whose outbox gathers the outputs of up to [`OUTBOX_RECORDS`]
 /// records, in record order, before handing them over: one hand-over (and at most one wake-up of a sink task)
 /// per chunk instead of per record. The lane flushes it whenever it has nothing else to do, so a record
-/// never waits in the outbox for records that have not arrived.
+/// never waits in the outbox for records that have not arrived, and after [`OUTBOX_AGE`] of plugin time, so
+/// it never waits long behind records that produce nothing (failing, rejected, another client's slow ones).
 #[derive(Debug)]
 pub(super) struct Router {
     points: Vec<SinkSender<Share>>,
@@ -31,6 +37,8 @@ pub(super) struct Router {
     outbox: Vec<Vec<Item<Share>>>,
     /// Records whose outputs are in the outbox.
     outbox_records: usize,
+    /// Plugin time the lane spent since the outbox's first record.
+    outbox_age: Duration,
 }
 
 impl Clone for Router {
@@ -48,6 +56,18 @@ impl Router {
             documents,
             outbox,
             outbox_records: 0,
+            outbox_age: Duration::ZERO,
+        }
+    }
+
+    /// Counts `spent` (a record's plugin time) against the outbox's age; flushes it when old enough.
+    pub(super) fn spent(&mut self, spent: Duration) {
+        if self.outbox_records == 0 {
+            return;
+        }
+        self.outbox_age += spent;
+        if self.outbox_age >= OUTBOX_AGE {
+            self.flush();
         }
     }
 
@@ -58,6 +78,7 @@ impl Router {
             return;
         }
         self.outbox_records = 0;
+        self.outbox_age = Duration::ZERO;
         let n_points = self.points.len();
         for (k, chunk) in self.outbox.iter_mut().enumerate() {
             if chunk.is_empty() {
