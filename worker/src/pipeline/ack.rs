@@ -103,7 +103,7 @@ pub struct RecordData {
 
 impl InFlight {
     /// The id (KIP-516) of the topic incarnation the record came from, when the broker reports one.
-    pub fn topic_id(&self) -> Option<Arc<str>> {
+    pub fn topic_id(&self) -> Option<&str> {
         self.tracker.topic_id()
     }
 

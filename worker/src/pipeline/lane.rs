@@ -177,25 +177,24 @@ impl Lane {
                     self.scheduler.charge(&binding, cost);
                     self.router.spent(cost);
                 }
-                None if self.stop.load(Ordering::Acquire) => {
-                    self.router.flush();
-                    // Stopping, and only throttled clients' records wait: they are delivered again later.
-                    for share in self.scheduler.drain_all() {
-                        share.redeliver();
-                    }
-                }
-                None if open => {
-                    // Every client with records waiting spent its CPU budget: wait for records or credit.
-                    self.router.flush();
-                    match rx.recv_timeout(Duration::from_millis(5)) {
-                        Ok(batch) => self.enqueue_all(batch),
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
-                    }
-                }
                 None => {
+                    // Nothing to run now: the outputs gathered so far go to the sinks before the lane waits.
                     self.router.flush();
-                    std::thread::sleep(Duration::from_millis(5));
+                    if self.stop.load(Ordering::Acquire) {
+                        // Stopping, and only throttled clients' records wait: they are delivered again later.
+                        for share in self.scheduler.drain_all() {
+                            share.redeliver();
+                        }
+                    } else if open {
+                        // Every client with records waiting spent its CPU budget: wait for records or credit.
+                        match rx.recv_timeout(Duration::from_millis(5)) {
+                            Ok(batch) => self.enqueue_all(batch),
+                            Err(mpsc::RecvTimeoutError::Timeout) => {}
+                            Err(mpsc::RecvTimeoutError::Disconnected) => open = false,
+                        }
+                    } else {
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
                 }
             }
         }

@@ -57,8 +57,8 @@ impl PartitionTracker {
     }
 
     /// The topic's id, if it was looked up and the broker has one.
-    pub fn topic_id(&self) -> Option<Arc<str>> {
-        self.topic_id.get().cloned().flatten()
+    pub fn topic_id(&self) -> Option<&str> {
+        self.topic_id.get().and_then(Option::as_deref)
     }
 
     /// Whether the topic's id was looked up (successfully or not) for this assignment.

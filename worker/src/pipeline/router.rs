@@ -159,7 +159,7 @@ impl Router {
                             || {
                                 default_document_id(
                                     &rec.topic,
-                                    rec.topic_id().as_deref(),
+                                    rec.topic_id(),
                                     rec.partition,
                                     rec.offset,
                                     rec.timestamp_ms,

@@ -120,8 +120,6 @@ pub fn describe<C: ClientContext>(
             };
             out.insert(name, Ok(answer));
         }
-        drop(collection);
-        drop(options);
         Ok(out)
     }
 }
