@@ -167,10 +167,12 @@ impl PluginInstance {
     /// Runs one record through the plugin.
     pub fn process(&mut self, record: &Record<'_>) -> Processed {
         let start = Instant::now();
-        let mut live = match self.live.take() {
-            Some(live) => live,
+        // The record's deadline starts when its call does: after an instantiation (which has its own
+        // budget), never before it, so a slow instantiation on a busy host is not charged to the record.
+        let (mut live, call_start) = match self.live.take() {
+            Some(live) => (live, start),
             None => match self.instantiate() {
-                Ok(live) => live,
+                Ok(live) => (live, Instant::now()),
                 Err(error) => {
                     return Processed {
                         result: Err(error),
@@ -183,7 +185,9 @@ impl PluginInstance {
             },
         };
         let limits = &self.limits;
-        live.store.data_mut().begin_record(record.timestamp_ms, start);
+        live.store
+            .data_mut()
+            .begin_record(record.timestamp_ms, call_start);
         let _ = live.store.set_fuel(limits.fuel_per_record);
         live.store.set_epoch_deadline(self.deadline_ticks);
 
