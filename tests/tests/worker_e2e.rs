@@ -283,6 +283,59 @@ async fn hostile_plugins_are_dead_lettered_with_their_kind_and_the_worker_keeps_
     Ok(())
 }
 
+/// A record that passes its wall-clock deadline gets one more try before it is blamed (a busy host may not
+/// have run the lane); a plugin that is really too slow times out twice and is dead-lettered as `timeout`,
+/// while the well-behaved records beside it land.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_past_its_deadline_is_tried_once_more_before_it_is_dead_lettered() -> Result<()> {
+    let s = Scenario::new();
+    create_db(&s.db).await?;
+    let registry = addr("registry");
+    let hostile = push_plugin(&format!("{registry}/e2e/hostile:v1"), "hostile")?;
+    let cache = tempfile::tempdir()?;
+    let port = millrace_tests::free_port();
+    let config = s
+        .worker(cache.path())
+        .metrics_port(port)
+        .binding(
+            Binding::topic(&s.topic_v1)
+                .plugin(&format!("{registry}/e2e/hostile@{hostile}"))
+                .measurements(["ok"])
+                // Fuel enough for seconds of looping: the deadline, not the fuel, stops the loop.
+                .limits(|l| l.set("fuel", 100_000_000_000i64).set("timeout", "50ms")),
+        )
+        .batching(|b| b.set("linger", "50ms"));
+    let records: Vec<(String, Vec<u8>)> = (0..8u64)
+        .map(|id| {
+            let act = if id % 2 == 0 { "loop" } else { "ok" };
+            (
+                format!("k{id}"),
+                json!({"do": act, "rid": id}).to_string().into_bytes(),
+            )
+        })
+        .collect();
+    produce(&s.topic_v1, &records).await?;
+    let (stop_tx, worker) = config.start()?;
+    let dead = dead_letters(&s.dlq, 4).await?;
+    let kinds: BTreeMap<u64, &str> = dead.iter().map(|(id, (k, ..))| (*id, k.as_str())).collect();
+    assert_eq!(kinds, (0..8).step_by(2).map(|id| (id, "timeout")).collect());
+    let oks = eventually(Duration::from_secs(60), "the ok records' points", || async {
+        influx_count(&s.db, "ok", "offset").await.ok().filter(|n| *n == 4)
+    })
+    .await;
+    assert_eq!(oks, 4);
+    // Each looping record was tried twice: one retry each (more only if a busy host also delayed an ok one).
+    let retries =
+        millrace_tests::e2e::metric_value(port, "millrace_resource_waits_total{resource=\"deadline\"}")
+            .await
+            .unwrap_or(0.0);
+    assert!(retries >= 4.0, "{retries} retries for 4 looping records");
+    stop_tx.send(()).ok();
+    worker.await??;
+    assert_eq!(committed(&s.group, &[&s.topic_v1])?.get(&s.topic_v1), Some(&8));
+    Ok(())
+}
+
 /// A store refusing an output for good (here InfluxDB's field type conflict) sends the record to the
 /// dead-letter topic with the store's reason, while its other outputs are written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

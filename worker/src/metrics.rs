@@ -294,7 +294,7 @@ impl Metrics {
         for outcome in ["dead_lettered", "redelivered"] {
             self.acks_dropped.with_label_values(&[outcome]);
         }
-        for resource in ["instance_slot", "plugin_load"] {
+        for resource in ["instance_slot", "plugin_load", "deadline"] {
             self.resource_waits.with_label_values(&[resource]);
         }
         for outcome in ["ok", "error"] {

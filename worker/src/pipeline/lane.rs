@@ -409,6 +409,8 @@ impl Lane {
             slot.metrics.records_in.inc();
         }
         let mut delay = Duration::from_millis(5);
+        // Time of a first try that passed its deadline (see below), charged with the second.
+        let mut timed_out: Option<Duration> = None;
         loop {
             let slot = self.instances.get_mut(&id)?;
             slot.last_used = now;
@@ -423,7 +425,18 @@ impl Lane {
                 value: rec.value.as_deref(),
                 headers: &headers,
             });
+            if matches!(processed.result, Err(PluginError::Timeout { .. })) && timed_out.is_none() {
+                // The deadline is wall-clock time: a lane thread that a busy host did not run for a while
+                // passes it without the plugin's doing. The record gets one more try (on a fresh instance:
+                // a trapped one is recycled) before it is blamed; a plugin really too slow times out again,
+                // and its binding is charged both tries.
+                self.metrics.resource_waits.with_label_values(&["deadline"]).inc();
+                timed_out = Some(processed.elapsed);
+                continue;
+            }
             if !matches!(processed.result, Err(PluginError::NoCapacity { .. })) {
+                let mut processed = processed;
+                processed.elapsed += timed_out.unwrap_or_default();
                 return Some(processed);
             }
             self.metrics
