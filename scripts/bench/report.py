@@ -306,7 +306,7 @@ def many_section(lines: list) -> str:
             f"`cpu_budget = {fair.get('cpu_budget')}`, a backlog of {fair.get('backlog', 0):,} records produced just "
             "before. Latency of a quiet record: its point's arrival in the blackhole store minus the record's Kafka "
             "timestamp (set by the producer); exact percentiles over every record of the phase. The batching linger "
-            "(200 ms by default) and the broker's delivery are part of both phases.",
+            "(`batching.linger`, 50 ms by default) and the broker's delivery are part of both phases.",
             "",
             "| quiet client | records | p50 | p99 | max |",
             "| --- | ---: | ---: | ---: | ---: |",
