@@ -37,6 +37,8 @@
 //! On `wasm32` the outputs go to the host through the ABI's imports; everywhere else they go to the stubs
 //! of [`testing`], so `cargo test` exercises the plugin's logic natively.
 
+#[cfg(any(test, all(target_arch = "wasm32", not(target_feature = "atomics"))))]
+mod alloc;
 mod output;
 mod point;
 mod record;
@@ -45,6 +47,14 @@ mod sys;
 pub mod testing;
 
 pub use output::{Level, Output};
+
+#[cfg(all(
+    target_arch = "wasm32",
+    not(target_feature = "atomics"),
+    feature = "allocator"
+))]
+#[global_allocator]
+static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
 pub use point::{FieldValue, Point};
 pub use record::{Headers, Record};
 pub use reject::Reject;
