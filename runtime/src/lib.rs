@@ -23,6 +23,7 @@ mod host;
 mod host_work;
 mod imports;
 mod instance;
+mod json_check;
 mod limits;
 mod output;
 mod plugin;

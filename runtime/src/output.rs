@@ -32,8 +32,11 @@ impl Point {
         if line.starts_with('#') {
             return Err("a point must not be a line protocol comment".into());
         }
-        let (measurement_end, has_timestamp) =
-            check_line(line).map_err(|e| format!("{e} in `{}`", cut(line)))?;
+        let checked = match check_plain_line(line.as_bytes()) {
+            Some(checked) => checked,
+            None => check_line(line).map_err(|e| format!("{e} in `{}`", cut(line)))?,
+        };
+        let (measurement_end, has_timestamp) = checked;
         Ok(Self {
             line: line.to_string(),
             measurement_end,
@@ -71,6 +74,101 @@ fn cut(s: &str) -> &str {
         Some((i, _)) => &s[..i],
         None => s,
     }
+}
+
+/// The common line in one pass: no backslash anywhere, quotes only around string field values. `None` hands
+/// the line to [`check_line`], which handles every shape and says what is wrong; `Some` only for lines that
+/// `check_line` accepts with the same result (a test compares the two on generated lines).
+fn check_plain_line(b: &[u8]) -> Option<(usize, bool)> {
+    let n = b.len();
+    let mut i = 0;
+    while i < n && b[i] != b',' && b[i] != b' ' {
+        if b[i] == b'\\' {
+            return None;
+        }
+        i += 1;
+    }
+    let measurement_end = i;
+    if measurement_end == 0 {
+        return None;
+    }
+    // Tags: `,key=value` each, exactly one `=` and both sides non-empty.
+    while i < n && b[i] == b',' {
+        i += 1;
+        let (start, mut eq) = (i, None);
+        while i < n && b[i] != b',' && b[i] != b' ' {
+            match b[i] {
+                b'\\' => return None,
+                b'=' if eq.is_some() => return None,
+                b'=' => eq = Some(i),
+                _ => {}
+            }
+            i += 1;
+        }
+        let eq = eq?;
+        if eq == start || eq + 1 == i {
+            return None;
+        }
+    }
+    if i >= n {
+        return None;
+    }
+    i += 1;
+    // Fields: `key=value` separated by `,`, up to a space or the end.
+    loop {
+        let start = i;
+        while i < n && b[i] != b'=' {
+            if matches!(b[i], b'\\' | b'"' | b',' | b' ') {
+                return None;
+            }
+            i += 1;
+        }
+        if i >= n || i == start {
+            return None;
+        }
+        i += 1;
+        let value_start = i;
+        if b.get(i) == Some(&b'"') {
+            i += 1;
+            while i < n && b[i] != b'"' {
+                if b[i] == b'\\' {
+                    return None;
+                }
+                i += 1;
+            }
+            if i >= n {
+                return None;
+            }
+            i += 1;
+        } else {
+            while i < n && b[i] != b',' && b[i] != b' ' {
+                if matches!(b[i], b'\\' | b'"' | b'=') {
+                    return None;
+                }
+                i += 1;
+            }
+            let value = std::str::from_utf8(&b[value_start..i]).ok()?;
+            if !valid_field_value(value) {
+                return None;
+            }
+        }
+        match b.get(i) {
+            None => return Some((measurement_end, false)),
+            Some(b',') => i += 1,
+            Some(b' ') => break,
+            Some(_) => return None,
+        }
+    }
+    // Timestamp: an i64, nothing after it.
+    let ts = &b[i + 1..];
+    let digits = ts.strip_prefix(b"-").unwrap_or(ts);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    if digits.len() >= 19 && std::str::from_utf8(ts).ok()?.parse::<i64>().is_err() {
+        return None;
+    }
+    Some((measurement_end, true))
 }
 
 /// Splits the line into its sections, honouring escapes and quoted string fields, and checks each.
@@ -237,14 +335,14 @@ impl Document {
                 cut(body)
             ));
         }
-        let body = if body.contains(['\n', '\r']) {
+        let line_breaks = crate::json_check::check(body.as_bytes())
+            .map_err(|e| format!("document body is not valid JSON: {e}"))?;
+        let body = if line_breaks {
             // Pretty-printed JSON: newlines would break the bulk request's NDJSON; re-serialize compactly.
             let v: serde_json::Value =
                 serde_json::from_str(body).map_err(|e| format!("document body is not valid JSON: {e}"))?;
             v.to_string()
         } else {
-            serde_json::from_str::<serde::de::IgnoredAny>(body)
-                .map_err(|e| format!("document body is not valid JSON: {e}"))?;
             body.to_string()
         };
         if let Some(id) = id
@@ -408,6 +506,55 @@ mod tests {
         ] {
             assert!(Point::parse(bad).is_err(), "accepted {bad:?}");
         }
+    }
+
+    #[test]
+    fn the_one_pass_check_agrees_with_the_full_one() {
+        let typical =
+            "env_metrics,source=sensor-1,unit=C value=21.5,n=3i,ok=true,s=\"a b, c=d\" 1700000000000000000";
+        assert_eq!(check_plain_line(typical.as_bytes()), Some((11, true)));
+        assert_eq!(check_plain_line(b"cpu value=1"), Some((3, false)));
+        // Generated lines from the characters that matter: whenever the one-pass check answers, the full
+        // check must accept the line with the same measurement end and timestamp flag.
+        let alphabet = b"ab=, \"\\1.i-etu9";
+        let templates = [
+            "m,t=v f=1 1",
+            "m f=\"x\",g=2i",
+            "m,a=b,c=d x=1.5e3,y=t -5",
+            "m f=1u 99999999999999999999",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |m: usize| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % m as u64) as usize
+        };
+        let (mut answered, mut accepted) = (0, 0);
+        for _ in 0..200_000 {
+            let mut line: Vec<u8> = if next(2) == 0 {
+                templates[next(templates.len())].as_bytes().to_vec()
+            } else {
+                (0..next(16)).map(|_| alphabet[next(alphabet.len())]).collect()
+            };
+            for _ in 0..next(3) {
+                if !line.is_empty() {
+                    let at = next(line.len());
+                    line[at] = alphabet[next(alphabet.len())];
+                }
+            }
+            let line = String::from_utf8(line).unwrap();
+            let full = check_line(&line);
+            if let Some(fast) = check_plain_line(line.as_bytes()) {
+                answered += 1;
+                assert_eq!(full, Ok(fast), "{line:?}");
+            }
+            accepted += usize::from(full.is_ok());
+        }
+        assert!(
+            answered > 10_000 && accepted >= answered,
+            "{answered} answered, {accepted} accepted"
+        );
     }
 
     #[test]
