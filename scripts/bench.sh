@@ -2,6 +2,8 @@
 # `make bench`: benchmarks, each with a baseline measured in the same run; figures go to BENCHMARKS.md.
 #   MILLRACE_BENCH_SECONDS   measurement time per run (default 3)
 #   MILLRACE_BENCH_MANY      binding counts of the many-clients section (default "10 100 300 1000"; scripts/bench/many.sh)
+#   MILLRACE_BENCH_RECORDS   records per pipeline run (default 500000: a few seconds of measured span; with
+#                            200000 only about one second was measured and runs varied by +-30%)
 #   MILLRACE_BENCH_SECTIONS  the sections to run (default "runtime host-path registry pipeline many"): each
 #                            rewrites only its own part of BENCHMARKS.md
 set -euo pipefail
@@ -82,7 +84,7 @@ fi
 
 if section pipeline; then
 echo "== pipeline: Kafka -> plugin -> stores, against a do-nothing consumer and a blackhole store" >&2
-N=${MILLRACE_BENCH_RECORDS:-200000}
+N=${MILLRACE_BENCH_RECORDS:-500000}
 scripts/stack/stack.sh up
 cargo build --release -p millrace-tests --example bench_pipeline
 BP=target/release/examples/bench_pipeline

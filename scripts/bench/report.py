@@ -189,7 +189,9 @@ def pipeline_section(lines: list) -> str:
         "same run: a do-nothing rdkafka consumer over the same topic (the broker's ceiling here), and the worker "
         "with both stores replaced by a counting HTTP blackhole (the cost of the real stores). The broker, the "
         "stores and the worker share the machine's 2 cores. Latency: records produced at a steady rate while "
-        "the worker runs, from the Kafka timestamp to all outputs acknowledged (upper bounds of histogram buckets).",
+        "the worker runs, from the Kafka timestamp to all outputs acknowledged (upper bounds of histogram buckets). "
+        f"Measured span of the blackhole run: {bh.get('records', 0):,.0f} records in {bh.get('seconds', 0):.1f} s "
+        "(`MILLRACE_BENCH_RECORDS` per topic).",
         "",
         "| run | records/s | of raw consume | worker CPU us/record |",
         "| --- | ---: | ---: | ---: |",
