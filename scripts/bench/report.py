@@ -184,8 +184,8 @@ def pipeline_section(lines: list) -> str:
         "",
         "Method: the seed corpus (~300 B records; 60% metrics, 35% logs, 5% unknown types that are "
         "dead-lettered) is produced to a 4-partition topic, then one `millrace worker` (release build, 2 lanes) "
-        "drains it through `seed-router`. Throughput is measured from the first to the last committed offset "
-        "(plugins loaded, group joined); CPU is the worker process's user+system time over the same span. In the "
+        "drains it through `seed-router`. Throughput is measured from a quarter of the records committed to the "
+        "last (plugins loaded, group joined, the start-up burst over); CPU is the worker process's user+system time over the same span. In the "
         "same run: a do-nothing rdkafka consumer over the same topic (the broker's ceiling here), and the worker "
         "with both stores replaced by a counting HTTP blackhole (the cost of the real stores). The broker, the "
         "stores and the worker share the machine's 2 cores. Latency: records produced at a steady rate while "
