@@ -44,7 +44,7 @@ run() { echo "  $1" >&2; shift; "$@"; }
     run "wasm acme-iot after wasm-opt -O3" "$MILLRACE" plugin bench "$OUT/acme_iot.opt.wasm" -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot-opt","r":/; s/$/}/'
     # The guest built with WebAssembly SIMD enabled (LLVM may vectorise loops; the prebuilt std is unchanged).
     (cd plugins && RUSTFLAGS="-C link-arg=-zstack-size=65536 -C target-feature=+simd128" \
-        cargo build --release --target wasm32-wasip1 -p seed-router --target-dir "../$OUT/simd128" 2>/dev/null)
+        cargo build --release --target wasm32-wasip1 -p seed-router --target-dir "../$OUT/simd128")
     run "wasm seed-router built with simd128" "$MILLRACE" plugin bench "$OUT/simd128/wasm32-wasip1/release/seed_router.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-simd","r":/; s/$/}/'
     # Go guests (plugins/sdk-go): the same transforms as seed-router and acme-iot, built by standard Go.
     run "wasm go-router (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-router","r":/; s/$/}/'

@@ -47,6 +47,9 @@ mod sys;
 pub mod testing;
 
 pub use output::{Level, Output};
+pub use point::{FieldValue, Point};
+pub use record::{Headers, Record};
+pub use reject::Reject;
 
 #[cfg(all(
     target_arch = "wasm32",
@@ -55,9 +58,6 @@ pub use output::{Level, Output};
 ))]
 #[global_allocator]
 static ALLOCATOR: alloc::SizeClasses = alloc::SizeClasses::new();
-pub use point::{FieldValue, Point};
-pub use record::{Headers, Record};
-pub use reject::Reject;
 
 /// The ABI version this SDK implements.
 pub const ABI_VERSION: i32 = 1;
