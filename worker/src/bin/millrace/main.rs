@@ -1,11 +1,13 @@
 //! The `millrace` command line: the worker, and tools for plugin authors and operators.
 
+mod allocator;
 mod plugin_cmd;
 
 use clap::{Parser, Subcommand};
 
 /// mimalloc: the pipeline allocates in one thread and frees in another (records, outputs, batches), where
-/// glibc's allocator spends a quarter of the worker's time (measured with perf, see BENCHMARKS.md).
+/// glibc's allocator spends a quarter of the worker's time (measured with perf, see BENCHMARKS.md). Its purge
+/// delay is set in `allocator.rs`.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -64,6 +66,7 @@ enum ConfigCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    allocator::tune();
     let cli = Cli::parse();
     init_logging(if matches!(cli.command, Command::Worker { .. }) {
         "info,rdkafka=warn"
