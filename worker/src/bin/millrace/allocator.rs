@@ -15,7 +15,7 @@
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 /// The purge delay the worker runs with, in milliseconds.
-pub const PURGE_DELAY_MS: i64 = 10_000;
+pub const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// Sets the purge delay, unless `MIMALLOC_PURGE_DELAY` chose one.
 pub fn tune() {
@@ -24,16 +24,16 @@ pub fn tune() {
     }
     // SAFETY: `mi_option_set` takes any option index and value and only writes mimalloc's option table, which
     // is safe from any thread at any time (mimalloc reads options with relaxed atomics).
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS as _) }
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn purge_delay() -> i64 {
+    fn purge_delay() -> std::ffi::c_long {
         // SAFETY: reads mimalloc's option table.
-        i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
+        unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) }
     }
 
     #[test]
