@@ -7,7 +7,7 @@
 //! round, instead of by its whole backlog. Records of one binding stay in the order they arrived, so each
 //! partition's order is kept.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +25,37 @@ struct Queue {
     deficit: i64,
     weight: u32,
     queued: prometheus::IntGauge,
+    /// What this lane added to `queued` so far: the gauge (shared by the lanes) follows the queue's length in
+    /// steps of [`GAUGE_STEP`] and exactly whenever the queue empties or the lane waits, not per record.
+    shown: i64,
+}
+
+/// How far a queue's length may drift from what its gauge shows while records flow.
+const GAUGE_STEP: i64 = 64;
+
+impl Queue {
+    /// Brings the gauge to the queue's length.
+    fn show(&mut self) {
+        let len = self.records.len() as i64;
+        if len != self.shown {
+            self.queued.add(len - self.shown);
+            self.shown = len;
+        }
+    }
+
+    /// Brings the gauge to the queue's length once it drifted a step away (or the queue is empty).
+    fn show_step(&mut self) {
+        let len = self.records.len() as i64;
+        if len == 0 || (len - self.shown).abs() >= GAUGE_STEP {
+            self.show();
+        }
+    }
 }
 
 /// Per-binding queues of one lane, served in deficit round robin.
 #[derive(Debug)]
 pub(super) struct Scheduler {
-    queues: HashMap<Arc<str>, Queue>,
+    queues: foldhash::HashMap<Arc<str>, Queue>,
     /// Bindings with records waiting, in serving order; the front one is being served.
     active: VecDeque<Arc<str>>,
     metrics: Metrics,
@@ -44,7 +69,7 @@ impl Scheduler {
 
     fn with_quantum(metrics: Metrics, quantum: Duration) -> Self {
         Self {
-            queues: HashMap::new(),
+            queues: foldhash::HashMap::default(),
             active: VecDeque::new(),
             metrics,
             quantum: quantum.as_nanos() as i64,
@@ -65,6 +90,7 @@ impl Scheduler {
             deficit: 0,
             weight,
             queued: metrics.binding_queued.with_label_values(&[binding]),
+            shown: 0,
         });
         q.weight = weight.max(1);
         if q.records.is_empty() {
@@ -73,7 +99,7 @@ impl Scheduler {
             self.active.push_back(binding.clone());
         }
         q.records.push_back(share);
-        q.queued.inc();
+        q.show_step();
     }
 
     /// The next record to run and its binding, or `None` when nothing waits or every binding with records
@@ -103,7 +129,7 @@ impl Scheduler {
             skipped = 0;
             if q.deficit > 0 {
                 if let Some(share) = q.records.pop_front() {
-                    q.queued.dec();
+                    q.show_step();
                     return Some((key, share));
                 }
                 continue;
@@ -119,8 +145,8 @@ impl Scheduler {
         self.active.clear();
         let mut all = Vec::new();
         for q in self.queues.values_mut() {
-            q.queued.sub(q.records.len() as i64);
             all.extend(q.records.drain(..));
+            q.show();
         }
         all
     }
@@ -137,6 +163,13 @@ impl Scheduler {
                     self.active.retain(|b| b != binding);
                 }
             }
+        }
+    }
+
+    /// Brings every binding's gauge to its queue's length (the lane is about to wait).
+    pub(super) fn show_all(&mut self) {
+        for q in self.queues.values_mut() {
+            q.show();
         }
     }
 
