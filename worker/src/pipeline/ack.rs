@@ -48,38 +48,9 @@ pub trait Fallback: Send + Sync + std::fmt::Debug {
     fn dropped(&self, record: &InFlight, outcome: Dropped);
 }
 
-/// What the records of one partition share: one reference per record to count up when it is taken (poll
-/// thread) and down when it is dropped (a sink's task), instead of one per part. Reference counts every thread
-/// touches for every record cost more than the work around them on two cores.
-#[derive(Debug)]
-pub struct Origin {
-    tracker: Arc<PartitionTracker>,
-    /// Where to observe the time from a record's timestamp to its completion.
-    latency: Option<prometheus::Histogram>,
-    fallback: Arc<dyn Fallback>,
-}
-
-impl Origin {
-    pub fn new(
-        tracker: Arc<PartitionTracker>,
-        latency: Option<prometheus::Histogram>,
-        fallback: Arc<dyn Fallback>,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            tracker,
-            latency,
-            fallback,
-        })
-    }
-
-    pub fn tracker(&self) -> &Arc<PartitionTracker> {
-        &self.tracker
-    }
-}
-
 /// A record between the moment it was taken and the moment all its outputs were acknowledged.
 pub struct InFlight {
-    origin: Arc<Origin>,
+    tracker: Arc<PartitionTracker>,
     /// The binding and plugin version (manifest digest) that processed the record, set by its lane.
     pub plugin: OnceLock<(Arc<str>, Arc<str>)>,
     pub topic: Arc<str>,
@@ -94,6 +65,9 @@ pub struct InFlight {
     pub taken: Instant,
     /// Shares not given back yet.
     outstanding: AtomicU32,
+    /// Where to observe the time from the record's timestamp to its completion.
+    latency: Option<prometheus::Histogram>,
+    fallback: Arc<dyn Fallback>,
     /// What the record holds in memory, counted in its tracker until the record is dropped.
     bytes: usize,
 }
@@ -103,7 +77,7 @@ const RECORD_OVERHEAD: usize = 256;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.origin.tracker.release_bytes(self.bytes);
+        self.tracker.release_bytes(self.bytes);
     }
 }
 
@@ -130,12 +104,18 @@ pub struct RecordData {
 impl InFlight {
     /// The id (KIP-516) of the topic incarnation the record came from, when the broker reports one.
     pub fn topic_id(&self) -> Option<&str> {
-        self.origin.tracker.topic_id()
+        self.tracker.topic_id()
     }
 
-    /// Registers a record just taken from `origin`'s partition and returns its processing share.
-    pub fn begin(origin: &Arc<Origin>, topic: Arc<str>, offset: i64, data: RecordData) -> Share {
-        let tracker = &origin.tracker;
+    /// Registers a record just taken from `tracker`'s partition and returns its processing share.
+    pub fn begin(
+        tracker: Arc<PartitionTracker>,
+        topic: Arc<str>,
+        offset: i64,
+        data: RecordData,
+        latency: Option<prometheus::Histogram>,
+        fallback: Arc<dyn Fallback>,
+    ) -> Share {
         tracker.begin(offset);
         let bytes = RECORD_OVERHEAD
             + data.key.as_ref().map_or(0, Vec::len)
@@ -148,7 +128,7 @@ impl InFlight {
         tracker.hold_bytes(bytes);
         let record = Arc::new(Self {
             partition: tracker.partition,
-            origin: origin.clone(),
+            tracker,
             plugin: OnceLock::new(),
             topic,
             offset,
@@ -159,6 +139,8 @@ impl InFlight {
             dead_lettered: AtomicBool::new(false),
             taken: Instant::now(),
             outstanding: AtomicU32::new(1),
+            latency,
+            fallback,
             bytes,
         });
         Share {
@@ -168,7 +150,7 @@ impl InFlight {
     }
 
     pub fn tracker(&self) -> &Arc<PartitionTracker> {
-        &self.origin.tracker
+        &self.tracker
     }
 
     /// Bytes the record is counted for while it is in memory.
@@ -183,8 +165,8 @@ impl InFlight {
 
     fn finish_one(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.origin.tracker.finish(self.offset);
-            if let (Some(h), Some(ts)) = (&self.origin.latency, self.timestamp_ms) {
+            self.tracker.finish(self.offset);
+            if let (Some(h), Some(ts)) = (&self.latency, self.timestamp_ms) {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
@@ -245,15 +227,15 @@ impl Share {
 
     /// This part failed for good: the record goes to the dead-letter topic (which finishes the share).
     pub fn dead_letter(self, kind: DeadLetterKind, message: String) {
-        let origin = self.record.origin.clone();
-        origin.fallback.dead_letter(self, kind, message);
+        let fallback = self.record.fallback.clone();
+        fallback.dead_letter(self, kind, message);
     }
 
     /// The record will not be processed (its binding was removed): it leaves the in-flight set but the
     /// partition's committable offset stops before it, so it stays for whoever consumes it next.
     pub fn abandon(mut self) {
         self.on_drop = OnDrop::Nothing;
-        self.record.origin.tracker.abandon(self.record.offset);
+        self.record.tracker.abandon(self.record.offset);
     }
 
     /// The record's partition moved to another worker (or the worker stops): leave the record unfinished
@@ -277,13 +259,11 @@ impl Drop for Share {
     fn drop(&mut self) {
         let on_drop = std::mem::replace(&mut self.on_drop, OnDrop::Nothing);
         let record = &self.record;
-        // Borrowed, not cloned: most shares drop with nothing to do, and a clone is two atomic operations on
-        // a count every thread touches.
-        let fallback = &record.origin.fallback;
+        let fallback = record.fallback.clone();
         match on_drop {
             OnDrop::Nothing => {}
             OnDrop::Redeliver => fallback.dropped(record, Dropped::Redelivered),
-            OnDrop::DeadLetter if record.origin.tracker.is_revoked() || fallback.is_closed() => {
+            OnDrop::DeadLetter if record.tracker.is_revoked() || fallback.is_closed() => {
                 fallback.dropped(record, Dropped::Redelivered)
             }
             OnDrop::DeadLetter => {
@@ -346,8 +326,7 @@ pub(crate) mod tests {
 
     pub(crate) fn take(t: &Arc<PartitionTracker>, offset: i64, fallback: &Arc<Kept>) -> Share {
         let f: Arc<dyn Fallback> = fallback.clone();
-        let origin = Origin::new(t.clone(), None, f);
-        InFlight::begin(&origin, "t".into(), offset, RecordData::default())
+        InFlight::begin(t.clone(), "t".into(), offset, RecordData::default(), None, f)
     }
 
     #[test]

@@ -18,7 +18,7 @@ use rdkafka::message::Headers;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::ack::{Fallback, InFlight, Origin, RecordData, Share};
+use super::ack::{Fallback, InFlight, RecordData, Share};
 use super::backpressure::{self, Backpressure, Load};
 use super::offsets::PartitionTracker;
 use super::topic_ids::{self, TopicId};
@@ -321,18 +321,18 @@ struct TopicInfo {
     name: Arc<str>,
     /// The binding the topic belongs to (as of the binding table's generation when this was made).
     binding: Option<Arc<str>>,
-    /// Per partition: its tracker, and what its records share.
-    partitions: foldhash::HashMap<i32, Arc<Origin>>,
+    partitions: HashMap<i32, Arc<PartitionTracker>>,
     /// The lane of each partition seen (`lane_of`, hashed once).
-    lanes: foldhash::HashMap<i32, usize>,
+    lanes: HashMap<i32, usize>,
 }
-
-/// What the poll thread knows of each topic it took records from (looked up for every record).
-type Topics = foldhash::HashMap<String, TopicInfo>;
 
 /// The poll thread's knowledge of `topic`, made once per binding table (matching a topic against every
 /// binding is not free with hundreds of them).
-fn topic_info<'a>(topics: &'a mut Topics, table: &BindingTable, topic: &str) -> &'a mut TopicInfo {
+fn topic_info<'a>(
+    topics: &'a mut HashMap<String, TopicInfo>,
+    table: &BindingTable,
+    topic: &str,
+) -> &'a mut TopicInfo {
     // Looked up before inserting: no key allocated per record.
     if !topics.contains_key(topic) {
         let info = TopicInfo {
@@ -341,8 +341,8 @@ fn topic_info<'a>(topics: &'a mut Topics, table: &BindingTable, topic: &str) -> 
                 .ok()
                 .flatten()
                 .map(|b| b.name.clone()),
-            partitions: foldhash::HashMap::default(),
-            lanes: foldhash::HashMap::default(),
+            partitions: HashMap::new(),
+            lanes: HashMap::new(),
         };
         topics.insert(topic.to_string(), info);
     }
@@ -361,8 +361,8 @@ impl Poll {
         // crossing it runs housekeeping at once (which pauses), so the budget is overshot by one record at
         // most, not by what a 50 ms round takes.
         let mut budget_left = self.limits.max_bytes as i64;
-        let mut binding_left: foldhash::HashMap<Arc<str>, i64> = foldhash::HashMap::default();
-        let mut topics = Topics::default();
+        let mut binding_left: HashMap<Arc<str>, i64> = HashMap::new();
+        let mut topics: HashMap<String, TopicInfo> = HashMap::new();
         let mut generation = self.table.generation();
         let mut subscribed = bindings::subscriptions(&self.table.snapshot());
         let mut batches: Vec<Vec<Share>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
@@ -465,7 +465,7 @@ impl Poll {
     fn take(
         &self,
         msg: &rdkafka::message::BorrowedMessage<'_>,
-        topics: &mut Topics,
+        topics: &mut HashMap<String, TopicInfo>,
     ) -> (Share, Option<Arc<str>>, usize) {
         let topic = msg.topic();
         let info = topic_info(topics, &self.table, topic);
@@ -475,8 +475,8 @@ impl Poll {
             .lanes
             .entry(partition)
             .or_insert_with(|| lane_of(topic, partition, n_lanes));
-        let origin = match info.partitions.get(&partition) {
-            Some(o) if !o.tracker().is_revoked() => o,
+        let tracker = match info.partitions.get(&partition) {
+            Some(t) if !t.is_revoked() => t.clone(),
             _ => {
                 let t = lock(&self.trackers)
                     .entry((topic.to_string(), partition))
@@ -485,15 +485,8 @@ impl Poll {
                 // A partition taken from without an assignment callback (not expected): its id is looked up
                 // here, before its first record.
                 learn_topic_ids(self.consumer.client(), std::slice::from_ref(&t), &self.metrics);
-                let origin = Origin::new(
-                    t,
-                    Some(self.metrics.record_latency.clone()),
-                    self.fallback.clone(),
-                );
-                info.partitions.insert(partition, origin);
-                info.partitions
-                    .get(&partition)
-                    .unwrap_or_else(|| unreachable!("inserted above"))
+                info.partitions.insert(partition, t.clone());
+                t
             }
         };
         let headers = msg
@@ -505,7 +498,7 @@ impl Poll {
             })
             .unwrap_or_default();
         let share = InFlight::begin(
-            origin,
+            tracker,
             info.name.clone(),
             msg.offset(),
             RecordData {
@@ -514,6 +507,8 @@ impl Poll {
                 value: msg.payload().map(<[u8]>::to_vec),
                 headers,
             },
+            Some(self.metrics.record_latency.clone()),
+            self.fallback.clone(),
         );
         (share, info.binding.clone(), lane)
     }
@@ -523,7 +518,7 @@ impl Poll {
     fn housekeeping(
         &self,
         paused: &mut Backpressure,
-        topics: &mut Topics,
+        topics: &mut HashMap<String, TopicInfo>,
         since_last: Duration,
     ) -> (usize, HashMap<Arc<str>, usize>) {
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
@@ -592,39 +587,11 @@ impl Poll {
     }
 }
 
-/// Lane of a partition: records of one partition always go to the same lane, in order. A topic's partitions
-/// take the lanes in turn from one its name picks: a client's partitions spread evenly over the lanes (hashing
-/// each partition on its own put all 4 of a topic's partitions on one of 2 lanes at times, the other idle),
-/// and different topics start on different lanes.
+/// Lane of a partition: records of one partition always go to the same lane, in order.
 fn lane_of(topic: &str, partition: i32, lanes: usize) -> usize {
-    use std::hash::BuildHasher;
-    let lanes = lanes.max(1) as u64;
-    let first = foldhash::fast::FixedState::default().hash_one(topic) % lanes;
-    ((first + u64::from(partition.unsigned_abs()) % lanes) % lanes) as usize
-}
-
-#[cfg(test)]
-mod tests {
-    use super::lane_of;
-
-    #[test]
-    fn a_topics_partitions_spread_evenly_over_the_lanes() {
-        for lanes in 1..=4 {
-            for t in 0..50 {
-                let topic = format!("client-{t}");
-                let mut per_lane = vec![0; lanes];
-                for p in 0..(3 * lanes as i32) {
-                    let lane = lane_of(&topic, p, lanes);
-                    assert_eq!(lane, lane_of(&topic, p, lanes), "always the same lane");
-                    per_lane[lane] += 1;
-                }
-                assert!(per_lane.iter().all(|&n| n == 3), "{topic}: {per_lane:?}");
-            }
-        }
-        // Different topics start on different lanes: single-partition clients share the lanes.
-        let firsts: std::collections::HashSet<usize> =
-            (0..50).map(|t| lane_of(&format!("client-{t}"), 0, 4)).collect();
-        assert_eq!(firsts.len(), 4);
-        assert_eq!(lane_of("t", 0, 0), 0, "no lanes configured: lane 0");
-    }
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    topic.hash(&mut h);
+    partition.hash(&mut h);
+    (h.finish() % lanes.max(1) as u64) as usize
 }

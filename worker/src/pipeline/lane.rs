@@ -11,14 +11,13 @@
 //! the dead-letter topic with their kind. A record whose topic belongs to no binding (removed), or to
 //! two (ambiguous), is not processed and its offset is not committed.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use millrace_runtime::{Header, PluginError, PluginInstance, Processed, Record, Verdict};
-
-use prometheus::local::{LocalHistogram, LocalIntCounter};
 
 use super::ack::{InFlight, Share};
 use super::router::Router;
@@ -28,58 +27,34 @@ use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
 use crate::resident::{Residency, ResidentPlugin};
 
-/// Metric handles of one binding in one lane, resolved once (label lookups are not free on the per-record
-/// path). The per-record ones count in the lane and are added to the shared metrics every [`FLUSH_EVERY`]
-/// records of the binding and whenever the lane runs out of records (before it waits), so a scrape lags a
-/// busy lane by a few hundred records at most and an idle one not at all. Counted in the shared metrics
-/// directly, every lane running the same binding updated the same atomics for every record: 16 read-modify-
-/// writes per record whose cache lines went back and forth between the cores.
+/// Metric handles of one binding, resolved once (label lookups are not free on the per-record path).
+#[derive(Debug)]
 pub(super) struct BindingMetrics {
-    records_in: LocalIntCounter,
-    accepted: LocalIntCounter,
-    rejected: LocalIntCounter,
-    failed: LocalIntCounter,
-    pub(super) points: LocalIntCounter,
-    pub(super) documents: LocalIntCounter,
-    duration: LocalHistogram,
-    fuel: LocalHistogram,
+    records_in: prometheus::IntCounter,
+    accepted: prometheus::IntCounter,
+    rejected: prometheus::IntCounter,
+    failed: prometheus::IntCounter,
+    pub(super) points: prometheus::IntCounter,
+    pub(super) documents: prometheus::IntCounter,
+    duration: prometheus::Histogram,
+    fuel: prometheus::Histogram,
     logs_dropped: prometheus::IntCounter,
-    scheduling_delay: LocalHistogram,
-    /// Records since the last flush.
-    unflushed: u32,
-}
-
-/// Records of a binding a lane counts before adding them to the shared metrics.
-const FLUSH_EVERY: u32 = 256;
-
-impl std::fmt::Debug for BindingMetrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BindingMetrics")
-            .field("unflushed", &self.unflushed)
-            .finish_non_exhaustive()
-    }
-}
-
-impl Drop for BindingMetrics {
-    fn drop(&mut self) {
-        self.flush();
-    }
+    scheduling_delay: prometheus::Histogram,
 }
 
 impl BindingMetrics {
     fn new(m: &Metrics, name: &str, digest: &str) -> Self {
         let this = Self {
-            records_in: m.records_in.with_label_values(&[name]).local(),
-            accepted: m.records_processed.with_label_values(&[name, "accepted"]).local(),
-            rejected: m.records_processed.with_label_values(&[name, "rejected"]).local(),
-            failed: m.records_processed.with_label_values(&[name, "failed"]).local(),
-            points: m.outputs.with_label_values(&[name, digest, "point"]).local(),
-            documents: m.outputs.with_label_values(&[name, digest, "document"]).local(),
-            duration: m.plugin_duration.with_label_values(&[name]).local(),
-            fuel: m.plugin_fuel.with_label_values(&[name]).local(),
+            records_in: m.records_in.with_label_values(&[name]),
+            accepted: m.records_processed.with_label_values(&[name, "accepted"]),
+            rejected: m.records_processed.with_label_values(&[name, "rejected"]),
+            failed: m.records_processed.with_label_values(&[name, "failed"]),
+            points: m.outputs.with_label_values(&[name, digest, "point"]),
+            documents: m.outputs.with_label_values(&[name, digest, "document"]),
+            duration: m.plugin_duration.with_label_values(&[name]),
+            fuel: m.plugin_fuel.with_label_values(&[name]),
             logs_dropped: m.plugin_logs_dropped.with_label_values(&[name]),
-            scheduling_delay: m.scheduling_delay.with_label_values(&[name]).local(),
-            unflushed: 0,
+            scheduling_delay: m.scheduling_delay.with_label_values(&[name]),
         };
         for kind in millrace_runtime::PluginError::RECORD_KINDS {
             if *kind != "instantiate" {
@@ -87,32 +62,6 @@ impl BindingMetrics {
             }
         }
         this
-    }
-
-    /// Adds what the lane counted to the shared metrics.
-    fn flush(&mut self) {
-        self.unflushed = 0;
-        for c in [
-            &self.records_in,
-            &self.accepted,
-            &self.rejected,
-            &self.failed,
-            &self.points,
-            &self.documents,
-        ] {
-            c.flush();
-        }
-        for h in [&self.duration, &self.fuel, &self.scheduling_delay] {
-            h.flush();
-        }
-    }
-
-    /// One more record counted: flushes every [`FLUSH_EVERY`].
-    fn counted(&mut self) {
-        self.unflushed += 1;
-        if self.unflushed >= FLUSH_EVERY {
-            self.flush();
-        }
     }
 }
 
@@ -138,10 +87,10 @@ struct Slot {
 pub(super) struct Lane {
     table: Arc<BindingTable>,
     /// One instance per binding version (id); dropped when that version leaves the table.
-    instances: foldhash::HashMap<u64, Slot>,
+    instances: HashMap<u64, Slot>,
     seen_generation: u64,
     /// The binding of each topic seen, for the table of `seen_generation`.
-    routes: foldhash::HashMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
+    routes: HashMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
     router: Router,
     metrics: Metrics,
     scheduler: Scheduler,
@@ -155,7 +104,7 @@ pub(super) struct Lane {
     /// Set when the pipeline stops: a record waiting for capacity is left for redelivery.
     stop: Arc<AtomicBool>,
     /// Bindings with a CPU budget, by name: their records wait in the lane while the budget is spent.
-    budgets: foldhash::HashMap<Arc<str>, Arc<Binding>>,
+    budgets: HashMap<Arc<str>, Arc<Binding>>,
     unrouted_no_binding: prometheus::IntCounter,
     unrouted_ambiguous: prometheus::IntCounter,
 }
@@ -171,9 +120,9 @@ impl Lane {
     ) -> Self {
         Self {
             table,
-            instances: foldhash::HashMap::default(),
+            instances: HashMap::new(),
             seen_generation: 0,
-            routes: foldhash::HashMap::default(),
+            routes: HashMap::new(),
             router,
             scheduler: Scheduler::new(metrics.clone()),
             unrouted_no_binding: metrics.records_unrouted.with_label_values(&["no_binding"]),
@@ -187,7 +136,7 @@ impl Lane {
             seen_residency: 0,
             clock: 0,
             stop,
-            budgets: foldhash::HashMap::default(),
+            budgets: HashMap::new(),
         }
     }
 
@@ -198,7 +147,7 @@ impl Lane {
         loop {
             if self.scheduler.is_empty() {
                 // Nothing else to do: the outputs gathered so far go to the sinks before the lane waits.
-                self.flush();
+                self.router.flush();
                 if !open {
                     break;
                 }
@@ -230,7 +179,7 @@ impl Lane {
                 }
                 None => {
                     // Nothing to run now: the outputs gathered so far go to the sinks before the lane waits.
-                    self.flush();
+                    self.router.flush();
                     if self.stop.load(Ordering::Acquire) {
                         // Stopping, and only throttled clients' records wait: they are delivered again later.
                         for share in self.scheduler.drain_all() {
@@ -249,7 +198,7 @@ impl Lane {
                 }
             }
         }
-        self.flush();
+        self.router.flush();
     }
 
     /// Queues a batch of records from the poll thread, in order.
@@ -373,7 +322,7 @@ impl Lane {
             // Inserted above: unreachable; the dropped share would dead-letter the record visibly.
             return processed.elapsed;
         };
-        let bm = &mut slot.metrics;
+        let bm = &slot.metrics;
         bm.duration.observe(processed.elapsed.as_secs_f64());
         bm.fuel.observe(processed.fuel_used as f64);
         if processed.logs_dropped > 0 {
@@ -402,17 +351,7 @@ impl Lane {
                 share.dead_letter(DeadLetterKind::of_plugin_error(&e), e.to_string());
             }
         }
-        bm.counted();
         elapsed
-    }
-
-    /// Before the lane waits: the outputs gathered go to the sinks, the metrics counted to the shared ones.
-    fn flush(&mut self) {
-        self.router.flush();
-        self.scheduler.show_all();
-        for slot in self.instances.values_mut() {
-            slot.metrics.flush();
-        }
     }
 
     /// Drops the instances of plugins that were unloaded since the last look, so that their memory goes.
@@ -445,7 +384,7 @@ impl Lane {
                 return None;
             }
             // Earlier records' outputs do not wait with this one.
-            self.flush();
+            self.router.flush();
             std::thread::sleep(delay);
             delay = (delay * 2).min(Duration::from_secs(5));
         }
@@ -509,7 +448,7 @@ impl Lane {
                     return None;
                 }
                 tracing::debug!(binding = %binding.name, ?delay, "no instance slot free; waiting");
-                self.flush();
+                self.router.flush();
                 std::thread::sleep(delay);
                 delay = (delay * 2).min(Duration::from_secs(1));
             }

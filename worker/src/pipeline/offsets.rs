@@ -3,13 +3,8 @@
 //! the dead-letter topic (`ack.rs` says when). The partition's committable
 //! offset only ever moves to the first record that is not finished yet: an offset is never stored past an
 //! unwritten record, whatever order the stores acknowledge in.
-//!
-//! The records in flight are a window in offset order (offsets are taken in increasing order): taking one
-//! appends to it, finishing one marks it and drops the finished records at the front, so the committable offset
-//! is the window's front. That is a few instructions per record where an ordered set rebalanced a tree on
-//! every insert and removal (a percent of the worker's CPU at 150,000 records/s).
 
-use std::collections::VecDeque;
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -29,10 +24,8 @@ pub struct PartitionTracker {
 
 #[derive(Debug, Default)]
 struct State {
-    /// Offsets taken, in increasing order, from the first not finished on: whether each is finished.
-    window: VecDeque<(i64, bool)>,
-    /// Offsets in `window` not finished.
-    pending: usize,
+    /// Offsets taken and not finished.
+    pending: BTreeSet<i64>,
     /// One past the highest offset taken.
     end: Option<i64>,
     /// The committable offset last stored in the consumer (`mark_stored`).
@@ -43,53 +36,12 @@ struct State {
 }
 
 fn committable(s: &State) -> Option<i64> {
-    let c = s.window.front().map(|&(o, _)| o).or(s.end)?;
+    let c = s.pending.first().copied().or(s.end)?;
     Some(s.abandoned.map_or(c, |a| a.min(c)))
 }
 
 fn lock(m: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-impl State {
-    fn begin(&mut self, offset: i64) {
-        match self.window.back() {
-            Some(&(last, _)) if last >= offset => {
-                // Not after the last one (not expected from a consumer): kept in order, never twice.
-                if let Err(at) = self.window.binary_search_by_key(&offset, |&(o, _)| o) {
-                    self.window.insert(at, (offset, false));
-                    self.pending += 1;
-                }
-            }
-            _ => {
-                self.window.push_back((offset, false));
-                self.pending += 1;
-            }
-        }
-        self.end = Some(self.end.map_or(offset + 1, |e| e.max(offset + 1)));
-    }
-
-    /// Marks `offset` finished; the finished records at the front of the window leave it.
-    fn finish(&mut self, offset: i64) {
-        // Offsets are mostly consecutive: the record is where its distance from the front says; otherwise
-        // (gaps in the offsets) it is searched for.
-        let guess = self
-            .window
-            .front()
-            .and_then(|&(first, _)| usize::try_from(offset - first).ok())
-            .filter(|&i| self.window.get(i).is_some_and(|&(o, _)| o == offset));
-        let at = guess.or_else(|| self.window.binary_search_by_key(&offset, |&(o, _)| o).ok());
-        let Some(entry) = at.and_then(|i| self.window.get_mut(i)) else {
-            return;
-        };
-        if !entry.1 {
-            entry.1 = true;
-            self.pending -= 1;
-        }
-        while self.window.front().is_some_and(|&(_, done)| done) {
-            self.window.pop_front();
-        }
-    }
 }
 
 impl PartitionTracker {
@@ -121,25 +73,27 @@ impl PartitionTracker {
 
     /// Registers a record taken from the partition (offsets arrive in increasing order).
     pub fn begin(&self, offset: i64) {
-        lock(&self.state).begin(offset);
+        let mut s = lock(&self.state);
+        s.pending.insert(offset);
+        s.end = Some(s.end.map_or(offset + 1, |e| e.max(offset + 1)));
     }
 
     /// Marks a record finished (all outputs acknowledged or dead-lettered).
     pub fn finish(&self, offset: i64) {
-        lock(&self.state).finish(offset);
+        lock(&self.state).pending.remove(&offset);
     }
 
     /// Gives a record up: it leaves the in-flight set (a drain does not wait for it) but the committable
     /// offset stops before it.
     pub fn abandon(&self, offset: i64) {
         let mut s = lock(&self.state);
-        s.finish(offset);
+        s.pending.remove(&offset);
         s.abandoned = Some(s.abandoned.map_or(offset, |a| a.min(offset)));
     }
 
     /// Records taken and not finished.
     pub fn in_flight(&self) -> usize {
-        lock(&self.state).pending
+        lock(&self.state).pending.len()
     }
 
     /// The offset to commit (the next one to consume): the first unfinished record, or one past the last
@@ -228,32 +182,6 @@ mod tests {
         t.begin(6);
         t.finish(6);
         assert_eq!(t.to_store(), Some(7));
-    }
-
-    #[test]
-    fn out_of_order_finishes_repeats_and_unknown_offsets_keep_the_window_right() {
-        let t = PartitionTracker::new("t", 0);
-        // Gaps (compacted topics, transaction markers) are not records: only taken offsets count.
-        for o in [3, 4, 7, 9] {
-            t.begin(o);
-        }
-        t.begin(4); // taken twice: counted once
-        assert_eq!(t.in_flight(), 4);
-        t.finish(9);
-        t.finish(9);
-        t.finish(5); // never taken
-        assert_eq!(t.in_flight(), 3);
-        assert_eq!(t.committable(), Some(3));
-        t.finish(3);
-        assert_eq!(t.committable(), Some(4));
-        t.finish(7);
-        assert_eq!(t.committable(), Some(4), "4 still runs");
-        t.begin(1); // before the window's end (not expected): kept in order
-        assert_eq!(t.committable(), Some(1));
-        t.finish(1);
-        t.finish(4);
-        assert_eq!(t.in_flight(), 0);
-        assert_eq!(t.committable(), Some(10), "one past the highest taken");
     }
 
     #[test]

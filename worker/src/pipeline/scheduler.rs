@@ -7,7 +7,7 @@
 //! round, instead of by its whole backlog. Records of one binding stay in the order they arrived, so each
 //! partition's order is kept.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,37 +25,12 @@ struct Queue {
     deficit: i64,
     weight: u32,
     queued: prometheus::IntGauge,
-    /// What this lane added to `queued` so far: the gauge (shared by the lanes) follows the queue's length in
-    /// steps of [`GAUGE_STEP`] and exactly whenever the queue empties or the lane waits, not per record.
-    shown: i64,
-}
-
-/// How far a queue's length may drift from what its gauge shows while records flow.
-const GAUGE_STEP: i64 = 64;
-
-impl Queue {
-    /// Brings the gauge to the queue's length.
-    fn show(&mut self) {
-        let len = self.records.len() as i64;
-        if len != self.shown {
-            self.queued.add(len - self.shown);
-            self.shown = len;
-        }
-    }
-
-    /// Brings the gauge to the queue's length once it drifted a step away (or the queue is empty).
-    fn show_step(&mut self) {
-        let len = self.records.len() as i64;
-        if len == 0 || (len - self.shown).abs() >= GAUGE_STEP {
-            self.show();
-        }
-    }
 }
 
 /// Per-binding queues of one lane, served in deficit round robin.
 #[derive(Debug)]
 pub(super) struct Scheduler {
-    queues: foldhash::HashMap<Arc<str>, Queue>,
+    queues: HashMap<Arc<str>, Queue>,
     /// Bindings with records waiting, in serving order; the front one is being served.
     active: VecDeque<Arc<str>>,
     metrics: Metrics,
@@ -69,7 +44,7 @@ impl Scheduler {
 
     fn with_quantum(metrics: Metrics, quantum: Duration) -> Self {
         Self {
-            queues: foldhash::HashMap::default(),
+            queues: HashMap::new(),
             active: VecDeque::new(),
             metrics,
             quantum: quantum.as_nanos() as i64,
@@ -90,7 +65,6 @@ impl Scheduler {
             deficit: 0,
             weight,
             queued: metrics.binding_queued.with_label_values(&[binding]),
-            shown: 0,
         });
         q.weight = weight.max(1);
         if q.records.is_empty() {
@@ -99,7 +73,7 @@ impl Scheduler {
             self.active.push_back(binding.clone());
         }
         q.records.push_back(share);
-        q.show_step();
+        q.queued.inc();
     }
 
     /// The next record to run and its binding, or `None` when nothing waits or every binding with records
@@ -129,7 +103,7 @@ impl Scheduler {
             skipped = 0;
             if q.deficit > 0 {
                 if let Some(share) = q.records.pop_front() {
-                    q.show_step();
+                    q.queued.dec();
                     return Some((key, share));
                 }
                 continue;
@@ -145,8 +119,8 @@ impl Scheduler {
         self.active.clear();
         let mut all = Vec::new();
         for q in self.queues.values_mut() {
+            q.queued.sub(q.records.len() as i64);
             all.extend(q.records.drain(..));
-            q.show();
         }
         all
     }
@@ -163,13 +137,6 @@ impl Scheduler {
                     self.active.retain(|b| b != binding);
                 }
             }
-        }
-    }
-
-    /// Brings every binding's gauge to its queue's length (the lane is about to wait).
-    pub(super) fn show_all(&mut self) {
-        for q in self.queues.values_mut() {
-            q.show();
         }
     }
 

@@ -106,8 +106,8 @@ async fn writer<S: Store, A: Acker>(
 /// The writer of an item's key: a document's index and id; a point's series (measurement and tags) and
 /// timestamp (every point has one by now; a line's last space-separated part).
 fn writer_of(payload: &Payload, n: usize) -> usize {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    let mut h = foldhash::fast::FixedState::default().build_hasher();
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     match payload {
         Payload::Document { index, id, .. } => (index, id).hash(&mut h),
         Payload::Line(line) => {
