@@ -2,7 +2,8 @@
 //! delay (1 s by default, 10 s for whole arenas) back to the kernel. The worker frees and takes back large
 //! blocks all the time (sink batches and request bodies of hundreds of KiB, records in flight), so at the
 //! default the kernel kept zeroing fresh (huge) pages for it: 6% of the worker's CPU in a perf profile of the
-//! pipeline benchmark. With a 10 s delay the same run used 7% less CPU per record (`make bench`, BENCHMARKS.md).
+//! pipeline benchmark. With a 10 s delay the same run used 7% less CPU per record (an A/B of 3,000,000 records
+//! through the pipeline benchmark's blackhole run: BENCHMARKS.md, fourth pass).
 //! Memory after a burst still goes back, only later; what the worker holds at its peak is bounded by
 //! `pipeline.memory_budget` either way. `MIMALLOC_PURGE_DELAY` in the environment (milliseconds; `-1` never
 //! purges) overrides this, as for any mimalloc program.
