@@ -11,7 +11,8 @@
 //! - A worker with the fewest instance slots it accepts and more bindings than slots: nothing is
 //!   dead-lettered, instances are released and recreated instead.
 //! - A worker whose memory budget holds fewer compiled plugins than it has bindings: the least recently used
-//!   plugins leave memory and come back from the disk cache for their records; nothing is dead-lettered.
+//!   plugins leave memory, and a second wave of records for every client brings them back from the disk
+//!   cache; nothing is dead-lettered.
 //!
 //! `millrace_resource_waits_total` (a record waiting because the engine itself had no slot free) is reported,
 //! not asserted: the lanes' shares add up to the engine's slots minus those kept for plugin loads, so these
@@ -153,19 +154,24 @@ async fn es_counts_per_topic(pattern: &str) -> Result<BTreeMap<String, u64>> {
 struct Figures {
     evictions: BTreeMap<String, f64>,
     waits: f64,
+    /// The worker's /metrics once every record of the first wave ran.
+    first_wave: String,
     /// The worker's /metrics once every record ran.
     metrics: String,
 }
 
 /// `clients` clients, each with its own topic of `partitions` partitions, its own digest of the `c_envelope`
-/// example plugin (a point to InfluxDB and a document to Elasticsearch per record) and `records` records, on
-/// one worker configured by `tune` on top of the defaults. Asserts exact accounting per client and zero dead
-/// letters; returns the worker's resource figures.
+/// example plugin (a point to InfluxDB and a document to Elasticsearch per record) and `records` records per
+/// wave, on one worker configured by `tune` on top of the defaults. The first wave is in the topics before the
+/// worker starts; each later wave is produced once every record of the waves before it ran, so every client
+/// has records again after the worker settled. Asserts exact accounting per client and zero dead letters;
+/// returns the worker's resource figures.
 async fn many_clients(
     prefix: &str,
     clients: usize,
     partitions: i32,
     records: usize,
+    waves: usize,
     tune: impl FnOnce(TestConfig) -> TestConfig,
 ) -> Result<Figures> {
     let started = Instant::now();
@@ -191,23 +197,26 @@ async fn many_clients(
 
     let topics: Vec<String> = (0..clients).map(|i| format!("{}-c{i:03}", f.uid)).collect();
     create_topics(&addr("kafka"), &topics, partitions).await?;
-    let batches: Vec<Batch> = topics
-        .iter()
-        .enumerate()
-        .map(|(c, topic)| {
-            let recs = (0..records)
-                .map(|r| {
-                    let rid = c * records + r;
-                    (
-                        format!("k{rid}"),
-                        json!({"client": c, "rid": rid}).to_string().into_bytes(),
-                    )
-                })
-                .collect();
-            (topic.clone(), recs)
-        })
-        .collect();
-    produce_to(&addr("kafka"), &batches).await?;
+    // Wave `w`'s records: `records` per client, ids distinct across clients and waves.
+    let wave = |w: usize| -> Vec<Batch> {
+        topics
+            .iter()
+            .enumerate()
+            .map(|(c, topic)| {
+                let recs = (0..records)
+                    .map(|r| {
+                        let rid = (w * clients + c) * records + r;
+                        (
+                            format!("k{rid}"),
+                            json!({"client": c, "rid": rid}).to_string().into_bytes(),
+                        )
+                    })
+                    .collect();
+                (topic.clone(), recs)
+            })
+            .collect()
+    };
+    produce_to(&addr("kafka"), &wave(0)).await?;
     let produced = started.elapsed();
 
     let mut config = tune(f.worker());
@@ -230,24 +239,36 @@ async fn many_clients(
     .await;
     let loaded = started.elapsed();
 
-    // Every record ran, and was accepted or dead-lettered (a worker that dead-letters fails here, with the
-    // kinds, rather than by waiting for outputs that never come).
+    // Every record of each wave ran, and was accepted or dead-lettered (a worker that dead-letters fails here,
+    // with the kinds, rather than by waiting for outputs that never come).
+    let mut first_wave = String::new();
+    let mut text = String::new();
+    for w in 0..waves {
+        if w > 0 {
+            produce_to(&addr("kafka"), &wave(w)).await?;
+        }
+        let ran = (clients * records * (w + 1)) as f64;
+        text = eventually(
+            Duration::from_secs(300),
+            "every record accepted or dead-lettered",
+            || async {
+                let text = f.metrics().await;
+                let accepted = metric_sum(
+                    &text,
+                    "millrace_records_processed_total",
+                    &["outcome=\"accepted\""],
+                );
+                let dead = metric_sum(&text, "millrace_dead_letters_total", &[]);
+                (accepted + dead >= ran).then_some(text)
+            },
+        )
+        .await;
+        if w == 0 {
+            first_wave = text.clone();
+        }
+    }
+    let records = records * waves;
     let total = (clients * records) as f64;
-    let text = eventually(
-        Duration::from_secs(300),
-        "every record accepted or dead-lettered",
-        || async {
-            let text = f.metrics().await;
-            let accepted = metric_sum(
-                &text,
-                "millrace_records_processed_total",
-                &["outcome=\"accepted\""],
-            );
-            let dead = metric_sum(&text, "millrace_dead_letters_total", &[]);
-            (accepted + dead >= total).then_some(text)
-        },
-    )
-    .await;
     let processed = |outcome: &str| metric_sum(&text, "millrace_records_processed_total", &[outcome]);
     let (accepted, rejected, failed) = (
         processed("outcome=\"accepted\""),
@@ -338,6 +359,7 @@ async fn many_clients(
     Ok(Figures {
         evictions,
         waits,
+        first_wave,
         metrics: text,
     })
 }
@@ -349,7 +371,7 @@ async fn three_hundred_clients_with_their_own_plugins_share_one_worker_without_d
     let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
     // 2 GiB: the default budget of a worker without a container limit, whatever limit the test machine has
     // (256 instance slots).
-    let figures = many_clients("many", 300, 3, 10, |c| {
+    let figures = many_clients("many", 300, 3, 10, 1, |c| {
         c.pipeline(|p| p.set("memory_budget", "2GiB"))
     })
     .await?;
@@ -370,7 +392,7 @@ async fn three_hundred_clients_with_their_own_plugins_share_one_worker_without_d
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_fewest_instance_slots_for_many_bindings_dead_letter_nothing() -> Result<()> {
     let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
-    let figures = many_clients("scarce", 30, 3, 10, |c| {
+    let figures = many_clients("scarce", 30, 3, 10, 1, |c| {
         c.pipeline(|p| p.set("lanes", 2).set("max_instances", 10))
     })
     .await?;
@@ -384,16 +406,24 @@ async fn the_fewest_instance_slots_for_many_bindings_dead_letter_nothing() -> Re
 }
 
 /// The smallest memory budget (64 MiB: 16 MiB for compiled plugins) and 160 clients with their own digests
-/// (~131 KiB compiled each, 20 MiB in all): the least recently used plugins leave memory while the others load,
-/// and come back from the disk cache when their records run. Every record lands, nothing is dead-lettered, and
-/// what stays resident fits the budget.
+/// (~131 KiB compiled each, 20 MiB in all): the least recently used plugins leave memory while the others load.
+/// A second wave of records, produced once the first one ran, gives every client records again: each plugin
+/// that was out of memory then comes back from the disk cache. Every record lands, nothing is dead-lettered,
+/// and what stays resident fits the budget.
+///
+/// Whether a first-wave record finds its plugin unloaded depends on timing (plugins load while the first
+/// clients' records already run), so the reloads are asserted on the second wave, where they are certain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn compiled_plugins_of_idle_clients_leave_memory_and_come_back_for_their_records() -> Result<()> {
     let _one_worker = ONE_WORKER_AT_A_TIME.lock().await;
-    let figures = many_clients("resident", 160, 2, 5, |c| {
+    let figures = many_clients("resident", 160, 2, 5, 2, |c| {
         c.pipeline(|p| p.set("memory_budget", "64MiB"))
     })
     .await?;
+    let resident_count = |text: &str| metric_sum(text, "millrace_compiled_plugins_resident", &[]);
+    let first = &figures.first_wave;
+    let first_unloads = metric_sum(first, "millrace_compiled_plugin_unloads_total", &[]);
+    let out_of_memory = 160.0 - resident_count(first);
     let text = &figures.metrics;
     let unloads = metric_sum(text, "millrace_compiled_plugin_unloads_total", &[]);
     let reloaded = metric_sum(
@@ -407,16 +437,21 @@ async fn compiled_plugins_of_idle_clients_leave_memory_and_come_back_for_their_r
         &["outcome=\"error\""],
     );
     let resident = metric_sum(text, "millrace_compiled_plugins_resident_bytes", &[]);
-    let count = metric_sum(text, "millrace_compiled_plugins_resident", &[]);
+    let count = resident_count(text);
     println!(
-        "160 clients, 64 MiB budget: {unloads} plugins unloaded, {reloaded} loaded again ({failed} failed), \
-         {count} resident in {resident} bytes"
+        "160 clients, 64 MiB budget: after the first wave {first_unloads} plugins unloaded, {out_of_memory} out \
+         of memory; in the end {unloads} unloaded, {reloaded} loaded again ({failed} failed), {count} resident \
+         in {resident} bytes"
     );
     assert!(
-        unloads > 0.0,
+        first_unloads > 0.0 && out_of_memory > 0.0,
         "20 MiB of plugins in a 16 MiB share: some must leave memory"
     );
-    assert!(reloaded > 0.0, "records of unloaded plugins load them again");
+    assert!(
+        reloaded >= out_of_memory,
+        "every plugin out of memory after the first wave is loaded again for its second-wave records: \
+         {reloaded} reloads for {out_of_memory}"
+    );
     assert_eq!(failed, 0.0, "the disk cache had every plugin");
     assert!(
         resident <= (16 << 20) as f64 && count < 160.0,
