@@ -425,7 +425,10 @@ def main() -> int:
             f"Measured {time.strftime('%Y-%m-%d')} on {machine()}: `cargo bench -p millrace-runtime --bench "
             "host_path` (divan), one warm instance, default limits, fuel and deadlines on. Each row is the whole "
             "per-record host path (encode the record into the guest, call, validate every output) for one "
-            "record, or one output validator alone; a regression here shows without the stack.",
+            "record, or one output validator alone; a regression here shows without the stack. Then "
+            "`cargo bench -p millrace-worker --bench record_path`: the worker's bookkeeping per record (take it "
+            "in flight, a share per output, acknowledgements, the committable offset) with 256 or 4,096 records "
+            "of the partition in flight, and the offsets tracker alone.",
             "",
             "```",
             raw.strip(),

@@ -259,7 +259,9 @@ impl Drop for Share {
     fn drop(&mut self) {
         let on_drop = std::mem::replace(&mut self.on_drop, OnDrop::Nothing);
         let record = &self.record;
-        let fallback = record.fallback.clone();
+        // Borrowed, not cloned: every finished share passes here, and a clone would be two contended atomic
+        // writes per share for nothing.
+        let fallback = &record.fallback;
         match on_drop {
             OnDrop::Nothing => {}
             OnDrop::Redeliver => fallback.dropped(record, Dropped::Redelivered),
