@@ -58,7 +58,6 @@ if section host-path; then
 echo "== per-record host path: microbenchmark (divan)" >&2
 {
     cargo bench -p millrace-runtime --bench host_path 2>/dev/null | grep -v '^Timer precision'
-    echo
     cargo bench -p millrace-worker --bench record_path 2>/dev/null | grep -v '^Timer precision'
 } >"$OUT/host_path.txt"
 python3 scripts/bench/report.py host-path "$OUT/host_path.txt" BENCHMARKS.md
