@@ -9,7 +9,7 @@ use anyhow::Result;
 use millrace_tests::config::{Binding, TestConfig};
 use millrace_tests::{e2e, eventually, unique};
 use millrace_worker::metrics::Metrics;
-use millrace_worker::pipeline::ack::{Fallback, InFlight, RecordData};
+use millrace_worker::pipeline::ack::{Fallback, InFlight, Origin, RecordData};
 use millrace_worker::pipeline::dead_letter::DeadLetters;
 use millrace_worker::pipeline::offsets::PartitionTracker;
 
@@ -32,9 +32,10 @@ async fn a_forgotten_acknowledgement_dead_letters_the_record_and_the_partition_m
     )?;
     let fallback: Arc<dyn Fallback> = Arc::new(dlq.clone());
     let tracker = PartitionTracker::new(&source, 0);
+    let origin = Origin::new(tracker.clone(), None, fallback.clone());
     let take = |offset: i64| {
         InFlight::begin(
-            tracker.clone(),
+            origin.clone(),
             source.as_str().into(),
             offset,
             RecordData {
@@ -43,8 +44,6 @@ async fn a_forgotten_acknowledgement_dead_letters_the_record_and_the_partition_m
                 value: Some(format!("{{\"rid\":{offset}}}").into_bytes()),
                 headers: vec![("origin".into(), Some(b"e2e".to_vec()))],
             },
-            None,
-            fallback.clone(),
         )
     };
     // Record 0 has one output queued to a "sink" that forgets it; record 1 finishes normally.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use divan::{Bencher, black_box};
 use millrace_worker::kinds::DeadLetterKind;
-use millrace_worker::pipeline::ack::{Dropped, Fallback, InFlight, RecordData, Share};
+use millrace_worker::pipeline::ack::{Dropped, Fallback, InFlight, Origin, RecordData, Share};
 use millrace_worker::pipeline::offsets::PartitionTracker;
 
 fn main() {
@@ -55,15 +55,9 @@ fn take_split_acknowledge(bencher: Bencher, in_flight: usize) {
     let fallback: Arc<dyn Fallback> = Arc::new(Unused);
     let mut waiting: VecDeque<(Share, Share)> = VecDeque::with_capacity(in_flight + 1);
     let mut offset = 0i64;
+    let origin = Origin::new(tracker.clone(), None, fallback);
     let mut take = |waiting: &mut VecDeque<(Share, Share)>| {
-        let processing = InFlight::begin(
-            tracker.clone(),
-            topic.clone(),
-            offset,
-            data(),
-            None,
-            fallback.clone(),
-        );
+        let processing = InFlight::begin(origin.clone(), topic.clone(), offset, data());
         let outputs = (processing.split(), processing.split());
         processing.finish();
         waiting.push_back(outputs);

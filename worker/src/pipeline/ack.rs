@@ -48,9 +48,39 @@ pub trait Fallback: Send + Sync + std::fmt::Debug {
     fn dropped(&self, record: &InFlight, outcome: Dropped);
 }
 
+/// What the records of one partition share, held by one reference per record: the record takes one
+/// reference on the poll thread and gives it back on whichever thread finishes it, instead of one for each of
+/// its partition's tracker, the latency histogram and the dead-letter fallback. Those counts are shared by
+/// every record and touched by every thread, so each costs more than its work on two cores.
+#[derive(Debug)]
+pub struct Origin {
+    tracker: Arc<PartitionTracker>,
+    /// Where to observe the time from a record's timestamp to its completion.
+    latency: Option<prometheus::Histogram>,
+    fallback: Arc<dyn Fallback>,
+}
+
+impl Origin {
+    pub fn new(
+        tracker: Arc<PartitionTracker>,
+        latency: Option<prometheus::Histogram>,
+        fallback: Arc<dyn Fallback>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            tracker,
+            latency,
+            fallback,
+        })
+    }
+
+    pub fn tracker(&self) -> &Arc<PartitionTracker> {
+        &self.tracker
+    }
+}
+
 /// A record between the moment it was taken and the moment all its outputs were acknowledged.
 pub struct InFlight {
-    tracker: Arc<PartitionTracker>,
+    origin: Arc<Origin>,
     /// The binding and plugin version (manifest digest) that processed the record, set by its lane.
     pub plugin: OnceLock<(Arc<str>, Arc<str>)>,
     pub topic: Arc<str>,
@@ -65,9 +95,6 @@ pub struct InFlight {
     pub taken: Instant,
     /// Shares not given back yet.
     outstanding: AtomicU32,
-    /// Where to observe the time from the record's timestamp to its completion.
-    latency: Option<prometheus::Histogram>,
-    fallback: Arc<dyn Fallback>,
     /// What the record holds in memory, counted in its tracker until the record is dropped.
     bytes: usize,
 }
@@ -77,7 +104,7 @@ const RECORD_OVERHEAD: usize = 256;
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.tracker.release_bytes(self.bytes);
+        self.origin.tracker.release_bytes(self.bytes);
     }
 }
 
@@ -104,19 +131,12 @@ pub struct RecordData {
 impl InFlight {
     /// The id (KIP-516) of the topic incarnation the record came from, when the broker reports one.
     pub fn topic_id(&self) -> Option<&str> {
-        self.tracker.topic_id()
+        self.origin.tracker.topic_id()
     }
 
-    /// Registers a record just taken from `tracker`'s partition and returns its processing share.
-    pub fn begin(
-        tracker: Arc<PartitionTracker>,
-        topic: Arc<str>,
-        offset: i64,
-        data: RecordData,
-        latency: Option<prometheus::Histogram>,
-        fallback: Arc<dyn Fallback>,
-    ) -> Share {
-        tracker.begin(offset);
+    /// Registers a record just taken from `origin`'s partition and returns its processing share.
+    pub fn begin(origin: Arc<Origin>, topic: Arc<str>, offset: i64, data: RecordData) -> Share {
+        origin.tracker.begin(offset);
         let bytes = RECORD_OVERHEAD
             + data.key.as_ref().map_or(0, Vec::len)
             + data.value.as_ref().map_or(0, Vec::len)
@@ -125,10 +145,10 @@ impl InFlight {
                 .iter()
                 .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
                 .sum::<usize>();
-        tracker.hold_bytes(bytes);
+        origin.tracker.hold_bytes(bytes);
         let record = Arc::new(Self {
-            partition: tracker.partition,
-            tracker,
+            partition: origin.tracker.partition,
+            origin,
             plugin: OnceLock::new(),
             topic,
             offset,
@@ -139,8 +159,6 @@ impl InFlight {
             dead_lettered: AtomicBool::new(false),
             taken: Instant::now(),
             outstanding: AtomicU32::new(1),
-            latency,
-            fallback,
             bytes,
         });
         Share {
@@ -150,7 +168,7 @@ impl InFlight {
     }
 
     pub fn tracker(&self) -> &Arc<PartitionTracker> {
-        &self.tracker
+        &self.origin.tracker
     }
 
     /// Bytes the record is counted for while it is in memory.
@@ -165,8 +183,8 @@ impl InFlight {
 
     fn finish_one(&self) {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.tracker.finish(self.offset);
-            if let (Some(h), Some(ts)) = (&self.latency, self.timestamp_ms) {
+            self.origin.tracker.finish(self.offset);
+            if let (Some(h), Some(ts)) = (&self.origin.latency, self.timestamp_ms) {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
@@ -227,15 +245,15 @@ impl Share {
 
     /// This part failed for good: the record goes to the dead-letter topic (which finishes the share).
     pub fn dead_letter(self, kind: DeadLetterKind, message: String) {
-        let fallback = self.record.fallback.clone();
-        fallback.dead_letter(self, kind, message);
+        let origin = self.record.origin.clone();
+        origin.fallback.dead_letter(self, kind, message);
     }
 
     /// The record will not be processed (its binding was removed): it leaves the in-flight set but the
     /// partition's committable offset stops before it, so it stays for whoever consumes it next.
     pub fn abandon(mut self) {
         self.on_drop = OnDrop::Nothing;
-        self.record.tracker.abandon(self.record.offset);
+        self.record.origin.tracker.abandon(self.record.offset);
     }
 
     /// The record's partition moved to another worker (or the worker stops): leave the record unfinished
@@ -261,11 +279,11 @@ impl Drop for Share {
         let record = &self.record;
         // Borrowed, not cloned: every finished share passes here, and a clone would be two contended atomic
         // writes per share for nothing.
-        let fallback = &record.fallback;
+        let fallback = &record.origin.fallback;
         match on_drop {
             OnDrop::Nothing => {}
             OnDrop::Redeliver => fallback.dropped(record, Dropped::Redelivered),
-            OnDrop::DeadLetter if record.tracker.is_revoked() || fallback.is_closed() => {
+            OnDrop::DeadLetter if record.origin.tracker.is_revoked() || fallback.is_closed() => {
                 fallback.dropped(record, Dropped::Redelivered)
             }
             OnDrop::DeadLetter => {
@@ -328,7 +346,12 @@ pub(crate) mod tests {
 
     pub(crate) fn take(t: &Arc<PartitionTracker>, offset: i64, fallback: &Arc<Kept>) -> Share {
         let f: Arc<dyn Fallback> = fallback.clone();
-        InFlight::begin(t.clone(), "t".into(), offset, RecordData::default(), None, f)
+        InFlight::begin(
+            Origin::new(t.clone(), None, f),
+            "t".into(),
+            offset,
+            RecordData::default(),
+        )
     }
 
     #[test]

@@ -18,7 +18,7 @@ use rdkafka::message::Headers;
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
-use super::ack::{Fallback, InFlight, RecordData, Share};
+use super::ack::{Fallback, InFlight, Origin, RecordData, Share};
 use super::backpressure::{self, Backpressure, Load};
 use super::offsets::PartitionTracker;
 use super::topic_ids::{self, TopicId};
@@ -321,7 +321,8 @@ struct TopicInfo {
     name: Arc<str>,
     /// The binding the topic belongs to (as of the binding table's generation when this was made).
     binding: Option<Arc<str>>,
-    partitions: HashMap<i32, Arc<PartitionTracker>>,
+    /// What the records of each partition seen share (its tracker among them).
+    partitions: HashMap<i32, Arc<Origin>>,
     /// The lane of each partition seen (`lane_of`, hashed once).
     lanes: HashMap<i32, usize>,
 }
@@ -475,8 +476,8 @@ impl Poll {
             .lanes
             .entry(partition)
             .or_insert_with(|| lane_of(topic, partition, n_lanes));
-        let tracker = match info.partitions.get(&partition) {
-            Some(t) if !t.is_revoked() => t.clone(),
+        let origin = match info.partitions.get(&partition) {
+            Some(o) if !o.tracker().is_revoked() => o.clone(),
             _ => {
                 let t = lock(&self.trackers)
                     .entry((topic.to_string(), partition))
@@ -485,8 +486,13 @@ impl Poll {
                 // A partition taken from without an assignment callback (not expected): its id is looked up
                 // here, before its first record.
                 learn_topic_ids(self.consumer.client(), std::slice::from_ref(&t), &self.metrics);
-                info.partitions.insert(partition, t.clone());
-                t
+                let origin = Origin::new(
+                    t,
+                    Some(self.metrics.record_latency.clone()),
+                    self.fallback.clone(),
+                );
+                info.partitions.insert(partition, origin.clone());
+                origin
             }
         };
         let headers = msg
@@ -498,7 +504,7 @@ impl Poll {
             })
             .unwrap_or_default();
         let share = InFlight::begin(
-            tracker,
+            origin,
             info.name.clone(),
             msg.offset(),
             RecordData {
@@ -507,8 +513,6 @@ impl Poll {
                 value: msg.payload().map(<[u8]>::to_vec),
                 headers,
             },
-            Some(self.metrics.record_latency.clone()),
-            self.fallback.clone(),
         );
         (share, info.binding.clone(), lane)
     }
