@@ -4,6 +4,7 @@
 #   MILLRACE_BENCH_MANY      binding counts of the many-clients section (default "10 100 300 1000"; scripts/bench/many.sh)
 #   MILLRACE_BENCH_RECORDS   records per pipeline run (default 500000: a few seconds of measured span; with
 #                            200000 only about one second was measured and runs varied by +-30%)
+#   MILLRACE_BENCH_ROUNDS    interleaved native/wasm rounds behind the runtime section's ratios (default 9)
 #   MILLRACE_BENCH_SECTIONS  the sections to run (default "runtime host-path registry pipeline many"): each
 #                            rewrites only its own part of BENCHMARKS.md
 set -euo pipefail
@@ -49,6 +50,18 @@ run() { echo "  $1" >&2; shift; "$@"; }
     # Go guests (plugins/sdk-go): the same transforms as seed-router and acme-iot, built by standard Go.
     run "wasm go-router (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-router","r":/; s/$/}/'
     run "wasm go-acme-iot (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-acme-iot","r":/; s/$/}/'
+    # The headline wasm/native ratios from interleaved rounds: native and wasm back to back, half a second
+    # each, so that a drift of the VM's speed falls on both sides of a round alike.
+    echo "  ${MILLRACE_BENCH_ROUNDS:-9} interleaved native/wasm rounds" >&2
+    for round in $(seq "${MILLRACE_BENCH_ROUNDS:-9}"); do
+        for t in seed-router:seed_router:seed acme-iot:acme_iot:iot; do
+            IFS=: read -r name file corpus <<<"$t"
+            tag() { sed "s/^/{\"run\":\"round-$1-$name\",\"round\":$round,\"r\":/; s/\$/}/"; }
+            "$NATIVE" "$name" "$OUT/$corpus.ndjson" 0.5 | tag native
+            "$MILLRACE" plugin bench "plugins/dist/$file.wasm" -i "$OUT/$corpus.ndjson" --seconds 0.5 \
+                --live-instances 8 --instantiations 100 | tag wasm
+        done
+    done
 } >"$OUT/runtime.jsonl"
 python3 scripts/bench/report.py runtime "$OUT/runtime.jsonl" BENCHMARKS.md
 echo "results: $OUT/runtime.jsonl; report: BENCHMARKS.md" >&2

@@ -2,6 +2,20 @@
 
 use std::fmt::Write;
 
+/// Appends `f` as `Display` writes it (the shortest digits that read back to the same value, never an
+/// exponent), through `zmij`, which is much faster than `core::fmt`'s formatter in WebAssembly; the rare
+/// values `zmij` writes with an exponent go through `core::fmt`. In an exact tie between two shortest forms
+/// the last digit may differ from `Display`'s; both read back to the same value.
+fn push_float(out: &mut String, f: f64) {
+    let mut buf = zmij::Buffer::new();
+    let s = buf.format_finite(f);
+    if s.bytes().any(|b| b == b'e') {
+        let _ = write!(out, "{f}");
+    } else {
+        out.push_str(s.strip_suffix(".0").unwrap_or(s));
+    }
+}
+
 /// A field value of a point.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FieldValue {
@@ -72,10 +86,51 @@ pub struct Point {
     timestamp_ns: Option<i64>,
 }
 
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that differs from `b` (exact, no carries between bytes).
+#[inline]
+fn differs(w: u64, b: u8) -> u64 {
+    let x = w ^ (ONES * u64::from(b));
+    ((x & !HIGH).wrapping_add(!HIGH) | x) & HIGH
+}
+
+/// Whether `s` has a byte that line protocol escapes: `,`, space, newline, and `=` when `EQ`. Eight bytes
+/// per step in `u64` words (native in WebAssembly too, where `usize` is 32 bits); the last word is padded
+/// with zero bytes, which are never special.
+#[inline]
+fn needs_escape<const EQ: bool>(s: &[u8]) -> bool {
+    let word_has = |w: u64| {
+        let eq = if EQ { differs(w, b'=') } else { HIGH };
+        differs(w, b',') & differs(w, b' ') & differs(w, b'\n') & eq != HIGH
+    };
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        if word_has(u64::from_le_bytes(a)) {
+            return true;
+        }
+    }
+    let rest = chunks.remainder();
+    if rest.is_empty() {
+        return false;
+    }
+    let mut a = [0u8; 8];
+    a[..rest.len()].copy_from_slice(rest);
+    word_has(u64::from_le_bytes(a))
+}
+
 /// Writes `s` escaped for line protocol: a backslash before `,` and space, and before `=` when `EQ` (tag
-/// and field keys, tag values); a newline becomes `\\n`. Copies unescaped runs whole.
+/// and field keys, tag values); a newline becomes `\\n`. Names and values without any of those (nearly
+/// all) are found so a word at a time and copied whole.
 fn escape<const EQ: bool>(out: &mut String, s: &str) {
     let b = s.as_bytes();
+    if !needs_escape::<EQ>(b) {
+        out.push_str(s);
+        return;
+    }
     let mut start = 0;
     for (i, &c) in b.iter().enumerate() {
         let special = c == b',' || c == b' ' || c == b'\n' || (EQ && c == b'=');
@@ -138,11 +193,17 @@ impl Point {
         }
         escape::<true>(&mut self.line, key);
         self.line.push('=');
-        let _ = match value {
-            FieldValue::Float(f) => write!(self.line, "{f}"),
-            FieldValue::Int(i) => write!(self.line, "{i}i"),
-            FieldValue::UInt(u) => write!(self.line, "{u}u"),
-            FieldValue::Bool(b) => write!(self.line, "{b}"),
+        match value {
+            FieldValue::Float(f) => push_float(&mut self.line, f),
+            FieldValue::Int(i) => {
+                self.line.push_str(itoa::Buffer::new().format(i));
+                self.line.push('i');
+            }
+            FieldValue::UInt(u) => {
+                self.line.push_str(itoa::Buffer::new().format(u));
+                self.line.push('u');
+            }
+            FieldValue::Bool(b) => self.line.push_str(if b { "true" } else { "false" }),
             FieldValue::Str(s) => {
                 self.line.push('"');
                 for c in s.chars() {
@@ -156,9 +217,8 @@ impl Point {
                     }
                 }
                 self.line.push('"');
-                Ok(())
             }
-        };
+        }
         self
     }
 
@@ -176,16 +236,32 @@ impl Point {
         self.timestamp_ns(ms.saturating_mul(1_000_000))
     }
 
-    /// Calls `f` with the point as one line of line protocol, without copying when it has no timestamp.
+    /// Calls `f` with the point as one line of line protocol, without copying when it has no timestamp
+    /// and without allocating for a line of up to `STACK_LINE` bytes when it has one.
     pub(crate) fn with_line<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        match self.timestamp_ns {
-            None => f(&self.line),
-            Some(ts) => {
-                let mut line = String::with_capacity(self.line.len() + 21);
-                line.push_str(&self.line);
-                let _ = write!(line, " {ts}");
-                f(&line)
+        const STACK_LINE: usize = 256;
+        let Some(ts) = self.timestamp_ns else {
+            return f(&self.line);
+        };
+        let mut digits = itoa::Buffer::new();
+        let ts = digits.format(ts);
+        let len = self.line.len() + 1 + ts.len();
+        if len <= STACK_LINE {
+            let mut buf = [0u8; STACK_LINE];
+            buf[..self.line.len()].copy_from_slice(self.line.as_bytes());
+            buf[self.line.len()] = b' ';
+            buf[self.line.len() + 1..len].copy_from_slice(ts.as_bytes());
+            // Both parts are UTF-8 and the joint is an ASCII space, so this never fails.
+            match std::str::from_utf8(&buf[..len]) {
+                Ok(line) => f(line),
+                Err(_) => f(&self.line),
             }
+        } else {
+            let mut line = String::with_capacity(len);
+            line.push_str(&self.line);
+            line.push(' ');
+            line.push_str(ts);
+            f(&line)
         }
     }
 
@@ -232,5 +308,123 @@ mod tests {
     #[test]
     fn integral_floats_stay_floats() {
         assert_eq!(Point::new("m").field("v", 21.0).to_line(), "m v=21");
+    }
+
+    /// The escape check a word at a time agrees with a byte at a time for each special byte at each
+    /// position of strings up to three words long (the padded last word included).
+    #[test]
+    fn word_check_finds_every_special_byte_at_every_position() {
+        for len in 0..25 {
+            for pos in 0..len {
+                for special in [
+                    b',', b' ', b'\n', b'=', b'a', 0x7f, 0x80, 0xff, 0xa0, 0xac, 0xbd, 0x8a, b'<', b'-',
+                    b'\\',
+                ] {
+                    let mut s = vec![b'x'; len];
+                    s[pos] = special;
+                    let naive = |eq: bool| {
+                        s.iter()
+                            .any(|&c| c == b',' || c == b' ' || c == b'\n' || (eq && c == b'='))
+                    };
+                    assert_eq!(needs_escape::<true>(&s), naive(true), "{s:?}");
+                    assert_eq!(needs_escape::<false>(&s), naive(false), "{s:?}");
+                }
+            }
+            assert!(!needs_escape::<true>(&vec![b'q'; len]));
+        }
+        let mut p = Point::new("m").tag("k", "a b,c=d\ne").field("v", 1i64);
+        assert_eq!(p.to_line(), r"m,k=a\ b\,c\=d\ne v=1i");
+        p = p.tag("long key with spaces", "0123456789=");
+        assert_eq!(
+            p.to_line(),
+            r"m,k=a\ b\,c\=d\ne,long\ key\ with\ spaces=0123456789\= v=1i"
+        );
+    }
+
+    /// Floats come out as `Display` writes them, over edge values and random bit patterns: the same shortest
+    /// digits that read back to the same value, without an exponent; where two shortest forms are equally
+    /// near (an exact tie), `zmij` may take the other one, which reads back to the same value all the same.
+    #[test]
+    fn floats_are_written_as_display_writes_them() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            21.5,
+            0.1,
+            0.3,
+            1e15,
+            1e16,
+            1e17,
+            1e21,
+            1e22,
+            1e100,
+            1e300,
+            1e-5,
+            1e-7,
+            1e-300,
+            5e-324,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+            123456789.125,
+            2f64.powi(53),
+            9007199254740993.0,
+        ];
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            values.push(f64::from_bits(x));
+            // Values of everyday magnitudes too (random bits are mostly huge or tiny).
+            values.push((x % 10_000_000) as f64 / 1000.0 - 5000.0);
+        }
+        let (mut all, mut ties) = (0, 0);
+        for v in values.into_iter().filter(|v| v.is_finite()) {
+            let mut out = String::new();
+            push_float(&mut out, v);
+            let display = format!("{v}");
+            all += 1;
+            if out != display {
+                ties += 1;
+                assert_eq!(
+                    out.len(),
+                    display.len(),
+                    "bits {:#x}: {out} vs {display}",
+                    v.to_bits()
+                );
+                let (a, b) = out.split_at(out.len() - 1);
+                let (c, d) = display.split_at(display.len() - 1);
+                assert_eq!(
+                    a, c,
+                    "only the last digit of a tie may differ: {out} vs {display}"
+                );
+                let (a, b) = (b.as_bytes()[0], d.as_bytes()[0]);
+                assert_eq!(a.abs_diff(b), 1, "{out} vs {display}");
+            }
+            assert!(!out.contains('e'), "{out}");
+            assert_eq!(out.parse::<f64>().map(f64::to_bits), Ok(v.to_bits()), "{out}");
+        }
+        assert!(ties * 1000 < all, "{ties} of {all} differ from Display");
+    }
+
+    /// Integer fields and timestamps, at their extremes; a line longer than the stack buffer still gets its
+    /// timestamp.
+    #[test]
+    fn integers_and_timestamps_are_written_in_full() {
+        let p = Point::new("m")
+            .field("a", i64::MIN)
+            .field("b", u64::MAX)
+            .field("c", false)
+            .timestamp_ns(i64::MIN);
+        assert_eq!(
+            p.to_line(),
+            format!("m a={}i,b={}u,c=false {}", i64::MIN, u64::MAX, i64::MIN)
+        );
+        let long = "v".repeat(300);
+        let p = Point::new("m").field("s", long.as_str()).timestamp_ms(1);
+        assert_eq!(p.to_line(), format!("m s=\"{long}\" 1000000"));
     }
 }
