@@ -4,7 +4,7 @@
 #   MILLRACE_BENCH_MANY      binding counts of the many-clients section (default "10 100 300 1000"; scripts/bench/many.sh)
 #   MILLRACE_BENCH_RECORDS   records per pipeline run (default 500000: a few seconds of measured span; with
 #                            200000 only about one second was measured and runs varied by +-30%)
-#   MILLRACE_BENCH_ROUNDS    interleaved native/wasm rounds behind the runtime section's ratios (default 9)
+#   MILLRACE_BENCH_ROUNDS    interleaved native/wasm rounds behind the runtime section's ratios (default 15)
 #   MILLRACE_BENCH_SECTIONS  the sections to run (default "runtime host-path registry pipeline many"): each
 #                            rewrites only its own part of BENCHMARKS.md
 set -euo pipefail
@@ -37,29 +37,32 @@ run() { echo "  $1" >&2; shift; "$@"; }
     run "native acme-iot" "$NATIVE" acme-iot "$OUT/iot.ndjson" "$SECS" | sed 's/^/{"run":"native-acme-iot","r":/; s/$/}/'
     run "wasm acme-iot" "$MILLRACE" plugin bench plugins/dist/acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot","r":/; s/$/}/'
     run "wasm noop (boundary only)" "$MILLRACE" plugin bench plugins/dist/noop.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-noop","r":/; s/$/}/'
-    # What binaryen's optimiser buys on top of rustc's release build (issue 16: measured, not assumed).
-    for p in seed_router acme_iot; do
-        wasm-opt -O3 "plugins/dist/$p.wasm" -o "$OUT/$p.opt.wasm"
-    done
-    run "wasm seed-router after wasm-opt -O3" "$MILLRACE" plugin bench "$OUT/seed_router.opt.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-opt","r":/; s/$/}/'
-    run "wasm acme-iot after wasm-opt -O3" "$MILLRACE" plugin bench "$OUT/acme_iot.opt.wasm" -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot-opt","r":/; s/$/}/'
-    # The guest built with WebAssembly SIMD enabled (LLVM may vectorise loops; the prebuilt std is unchanged).
+    # What binaryen's optimiser buys (issue 16: measured, not assumed): plugins/dist holds the modules after
+    # `wasm-opt -O3` (scripts/build-plugins.sh), plugins/target the same modules as rustc built them.
+    RUSTC_OUT=plugins/target/wasm32-wasip1/release
+    run "wasm seed-router as rustc built it (no wasm-opt)" "$MILLRACE" plugin bench "$RUSTC_OUT/seed_router.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-rustc","r":/; s/$/}/'
+    run "wasm acme-iot as rustc built it (no wasm-opt)" "$MILLRACE" plugin bench "$RUSTC_OUT/acme_iot.wasm" -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot-rustc","r":/; s/$/}/'
+    # The guest built with WebAssembly SIMD enabled (LLVM may vectorise loops; the prebuilt std is unchanged),
+    # then optimised as plugins/dist is.
     (cd plugins && RUSTFLAGS="-C link-arg=-zstack-size=65536 -C target-feature=+simd128" \
         cargo build --release --target wasm32-wasip1 -p seed-router --target-dir "../$OUT/simd128")
-    run "wasm seed-router built with simd128" "$MILLRACE" plugin bench "$OUT/simd128/wasm32-wasip1/release/seed_router.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-simd","r":/; s/$/}/'
+    wasm-opt -O3 -g "$OUT/simd128/wasm32-wasip1/release/seed_router.wasm" -o "$OUT/seed_router.simd128.wasm"
+    run "wasm seed-router built with simd128" "$MILLRACE" plugin bench "$OUT/seed_router.simd128.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-simd","r":/; s/$/}/'
     # Go guests (plugins/sdk-go): the same transforms as seed-router and acme-iot, built by standard Go.
     run "wasm go-router (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-router","r":/; s/$/}/'
     run "wasm go-acme-iot (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-acme-iot","r":/; s/$/}/'
-    # The headline wasm/native ratios from interleaved rounds: native and wasm back to back, half a second
-    # each, so that a drift of the VM's speed falls on both sides of a round alike.
-    echo "  ${MILLRACE_BENCH_ROUNDS:-9} interleaved native/wasm rounds" >&2
-    for round in $(seq "${MILLRACE_BENCH_ROUNDS:-9}"); do
+    # The headline wasm/native ratios from interleaved rounds: native, wasm and wasm without wasm-opt back to
+    # back, half a second each, so that a drift of the VM's speed falls on every side of a round alike.
+    echo "  ${MILLRACE_BENCH_ROUNDS:-15} interleaved native/wasm rounds" >&2
+    for round in $(seq "${MILLRACE_BENCH_ROUNDS:-15}"); do
         for t in seed-router:seed_router:seed acme-iot:acme_iot:iot; do
             IFS=: read -r name file corpus <<<"$t"
             tag() { sed "s/^/{\"run\":\"round-$1-$name\",\"round\":$round,\"r\":/; s/\$/}/"; }
             "$NATIVE" "$name" "$OUT/$corpus.ndjson" 0.5 | tag native
             "$MILLRACE" plugin bench "plugins/dist/$file.wasm" -i "$OUT/$corpus.ndjson" --seconds 0.5 \
                 --live-instances 8 --instantiations 100 | tag wasm
+            "$MILLRACE" plugin bench "plugins/target/wasm32-wasip1/release/$file.wasm" -i "$OUT/$corpus.ndjson" \
+                --seconds 0.5 --live-instances 8 --instantiations 100 | tag wasm_rustc
         done
     done
 } >"$OUT/runtime.jsonl"

@@ -29,16 +29,18 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, {rustc}"
 
 
-def interleaved(rounds: list, name: str):
-    """Median wasm/native time ratio of the rounds that ran both, with the lowest and highest, and the
-    median ns/record of each side: (median, low, high, count, native_ns, wasm_ns), or None."""
+def interleaved(rounds: list, name: str, wasm: str = "wasm"):
+    """Median wasm/native time ratio of the rounds that ran both, with the lowest and highest, the median
+    ns/record of each side and the ratio of the fastest runs of each side (noise here only ever adds time):
+    (median, low, high, count, native_ns, wasm_ns, fastest), or None."""
     def median(xs):
         xs = sorted(xs)
         return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
 
     by_round = {}
     for d in rounds:
-        side = "native" if d["run"] == f"round-native-{name}" else "wasm" if d["run"] == f"round-wasm-{name}" else None
+        side = ("native" if d["run"] == f"round-native-{name}"
+                else "wasm" if d["run"] == f"round-{wasm}-{name}" else None)
         if side:
             by_round.setdefault(d["round"], {})[side] = d["r"]["ns_per_record"]
     pairs = [(x["native"], x["wasm"]) for x in by_round.values() if "native" in x and "wasm" in x]
@@ -46,21 +48,22 @@ def interleaved(rounds: list, name: str):
         return None
     ratios = [w / n for n, w in pairs]
     return (median(ratios), min(ratios), max(ratios), len(pairs),
-            median([n for n, _ in pairs]), median([w for _, w in pairs]))
+            median([n for n, _ in pairs]), median([w for _, w in pairs]),
+            min(w for _, w in pairs) / min(n for n, _ in pairs))
 
 
 def runtime_section(runs: dict, rounds: list = ()) -> str:
     def r(name):
         return runs.get(name, {})
 
-    def headline(name, native, wasm):
+    def headline(name, native, wasm, side="wasm"):
         """The ratio from interleaved rounds when the run has them, else from the single runs."""
-        x = interleaved(list(rounds), name)
+        x = interleaved(list(rounds), name, side)
         if not x:
             return ratio(native, wasm)
-        med, low, high, count, native_ns, wasm_ns = x
+        med, low, high, count, native_ns, wasm_ns, fastest = x
         return (f"{med:.2f}x (median of {count} interleaved rounds, {low:.2f}-{high:.2f}; "
-                f"{wasm_ns:,.0f} / {native_ns:,.0f} ns per record)")
+                f"{wasm_ns:,.0f} / {native_ns:,.0f} ns per record; fastest runs {fastest:.2f}x)")
 
     def rate(name):
         return r(name).get("records_per_s", 0)
@@ -72,14 +75,14 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
     rows = []
     for name, label in [
         ("native-seed-router", "seed-router, native (baseline)"),
-        ("wasm-seed-router", "seed-router, wasm (ABI v1, SDK)"),
+        ("wasm-seed-router", "seed-router, wasm (ABI v1, SDK, `wasm-opt -O3`)"),
         ("wasm-seed-router-nofuel", "seed-router, wasm, fuel metering off (cost of fuel)"),
-        ("wasm-seed-router-opt", "seed-router, wasm after `wasm-opt -O3`"),
+        ("wasm-seed-router-rustc", "seed-router, wasm as rustc built it (no `wasm-opt`)"),
         ("wasm-seed-router-simd", "seed-router, wasm, guest built with `+simd128`"),
         ("wasm-seed-compat", "seed-compat, wasm (seed contract)"),
         ("native-acme-iot", "acme-iot, native (baseline)"),
-        ("wasm-acme-iot", "acme-iot, wasm"),
-        ("wasm-acme-iot-opt", "acme-iot, wasm after `wasm-opt -O3`"),
+        ("wasm-acme-iot", "acme-iot, wasm (`wasm-opt -O3`)"),
+        ("wasm-acme-iot-rustc", "acme-iot, wasm as rustc built it (no `wasm-opt`)"),
         ("wasm-noop", "noop, wasm (boundary only)"),
     ]:
         x = r(name)
@@ -104,9 +107,11 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
         "deadlines on, default limits. The native baseline is the same transform's Rust source compiled for the "
         "host and driven through the SDK's host stubs over the same ABI encoding (`plugins/bench-native`), in "
         "the same run, on the same machine. Single thread: records/s is per core. The table's rows are one "
-        "run each; the two wasm/native ratios below come from rounds that run the native baseline and the wasm "
-        "plugin back to back for half a second each (`MILLRACE_BENCH_ROUNDS`), because this VM's speed drifts "
-        "by several percent between seconds and one pair of runs can land on either side of a drift.",
+        "run each; the wasm/native ratios below come from rounds that run the native baseline, the wasm plugin "
+        "and the same plugin without `wasm-opt` back to back for half a second each (`MILLRACE_BENCH_ROUNDS`), "
+        "because this VM's speed drifts by several percent between seconds and one pair of runs can land on "
+        "either side of a drift. The plugins are measured as `make plugins` builds them: rustc's release build, "
+        "then `wasm-opt -O3` for the Rust examples.",
         "",
         "| run | records/s | ns/record | fuel/record |",
         "| --- | ---: | ---: | ---: |",
@@ -116,8 +121,10 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
         "| --- | --- | --- |",
         f"| seed-router wasm/native time ratio | {headline('seed-router', 'native-seed-router', 'wasm-seed-router')} | <= 2x |",
         f"| acme-iot wasm/native time ratio | {headline('acme-iot', 'native-acme-iot', 'wasm-acme-iot')} | <= 2x |",
-        f"| the same after `wasm-opt -O3` (seed-router / acme-iot) | "
-        f"{ratio('native-seed-router', 'wasm-seed-router-opt')} / {ratio('native-acme-iot', 'wasm-acme-iot-opt')} | |",
+        f"| seed-router without `wasm-opt` | "
+        f"{headline('seed-router', 'native-seed-router', 'wasm-seed-router-rustc', 'wasm_rustc')} | |",
+        f"| acme-iot without `wasm-opt` | "
+        f"{headline('acme-iot', 'native-acme-iot', 'wasm-acme-iot-rustc', 'wasm_rustc')} | |",
         f"| seed-router records/s/core | {rate('wasm-seed-router'):,.0f} | >= 400,000 |",
         f"| boundary per record (noop) | {noop.get('ns_per_record', 0):,.0f} ns ({boundary_share} of seed-router) | |",
         f"| instantiate, median (mean) | {seed.get('instantiate_median_us', 0)} us ({seed.get('instantiate_mean_us', 0)} us) | <= 10 us |",
