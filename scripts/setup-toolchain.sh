@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Toolchain pieces the build needs beyond a plain rustup install: rustfmt, clippy, the wasm32-wasip1 target,
 # and for the C example plugin clang, wasm-ld and wasi-libc (Debian), plus wabt for inspecting modules and
-# binaryen (wasm-opt) for the benchmark of optimised guests.
+# binaryen (wasm-opt): `make plugins` optimises the Rust examples with it.
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 # shellcheck source=scripts/stack/lib.sh
