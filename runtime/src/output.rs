@@ -162,12 +162,22 @@ fn check_plain_line(line: &str) -> Option<(usize, bool)> {
     is_timestamp(&line[i + 1..]).then_some((measurement_end, true))
 }
 
-/// An integer timestamp: an optional `-` and digits that fit an i64 (fewer than 19 digits always do).
+/// An integer timestamp: an optional `-` and digits that fit an i64. Fewer than 19 digits always fit; 19
+/// digits (every timestamp in nanoseconds since 2001) fit when they compare at most `i64::MAX` (or
+/// `|i64::MIN|` after a `-`), which for strings of equal length is their byte order; longer ones are parsed.
 fn is_timestamp(ts: &str) -> bool {
-    let digits = ts.strip_prefix('-').unwrap_or(ts);
+    let (digits, limit) = match ts.strip_prefix('-') {
+        Some(d) => (d, "9223372036854775808"),
+        None => (ts, "9223372036854775807"),
+    };
     !digits.is_empty()
         && digits.bytes().all(|c| c.is_ascii_digit())
-        && (digits.len() < 19 || ts.parse::<i64>().is_ok())
+        && match digits.len().cmp(&limit.len()) {
+            std::cmp::Ordering::Less => true,
+            std::cmp::Ordering::Equal => digits <= limit,
+            // Leading zeros: rare enough to parse.
+            std::cmp::Ordering::Greater => ts.parse::<i64>().is_ok(),
+        }
 }
 
 /// Splits the line into its sections, honouring escapes and quoted string fields, and checks each.
@@ -310,7 +320,34 @@ fn valid_field_value(v: &str) -> bool {
     if let Some(uint) = v.strip_suffix('u') {
         return uint.parse::<u64>().is_ok();
     }
-    v.parse::<f64>().is_ok_and(f64::is_finite)
+    plain_decimal(v) || v.parse::<f64>().is_ok_and(f64::is_finite)
+}
+
+/// Whether `v` is a decimal that `f64` parsing accepts as a finite number, seen without parsing it: an
+/// optional sign, digits with at most one `.` among them, no exponent, and at most 300 digits before the
+/// point (fewer than `f64::MAX`'s 309). The common float field (`21.75`) is decided here; anything else
+/// (exponents, `inf`, longer numbers) goes to the full parse.
+fn plain_decimal(v: &str) -> bool {
+    let b = v.as_bytes();
+    let b = match b.first() {
+        Some(b'-' | b'+') => &b[1..],
+        _ => b,
+    };
+    let (mut digits, mut point, mut before_point) = (0usize, false, 0usize);
+    for &c in b {
+        match c {
+            b'0'..=b'9' => digits += 1,
+            b'.' if !point => {
+                point = true;
+                before_point = digits;
+            }
+            _ => return false,
+        }
+    }
+    if !point {
+        before_point = digits;
+    }
+    digits > 0 && before_point <= 300
 }
 
 /// One Elasticsearch/OpenSearch document: target index, compact JSON object body, optional id.
@@ -461,6 +498,62 @@ pub struct LogLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shortcuts decide exactly as the parsers they stand in for, over every string of up to five
+    /// characters from the bytes that matter and over the i64 edges.
+    #[test]
+    fn number_shortcuts_agree_with_the_parsers() {
+        let alphabet = b"0123456789.-+eEin";
+        let mut s = Vec::new();
+        for len in 0..=5u32 {
+            for mut n in 0..(alphabet.len() as u64).pow(len) {
+                s.clear();
+                for _ in 0..len {
+                    s.push(alphabet[(n % alphabet.len() as u64) as usize]);
+                    n /= alphabet.len() as u64;
+                }
+                let v = std::str::from_utf8(&s).unwrap();
+                let float = v.parse::<f64>().is_ok_and(f64::is_finite);
+                assert!(!plain_decimal(v) || float, "{v}");
+                assert_eq!(plain_decimal(v) || float, float, "{v}");
+                let digits = v.strip_prefix('-').unwrap_or(v);
+                let ts = !digits.is_empty()
+                    && digits.bytes().all(|c| c.is_ascii_digit())
+                    && v.parse::<i64>().is_ok();
+                assert_eq!(is_timestamp(v), ts, "{v}");
+            }
+        }
+        let long = |n: usize| "9".repeat(n);
+        for (v, float) in [
+            (long(300), true),
+            (format!("{}.5", long(300)), true),
+            (format!("-{}", long(300)), true),
+            (long(308), true),
+            (long(309), false),
+            (long(400), false),
+            (format!("0.{}", long(400)), true),
+        ] {
+            assert_eq!(v.parse::<f64>().is_ok_and(f64::is_finite), float, "{v}");
+            assert_eq!(valid_field_value(&v), float, "{v}");
+        }
+        for v in [
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "1700000000000000000",
+            "09223372036854775807",
+            "99999999999999999999",
+            "-",
+            "",
+            "+1",
+        ] {
+            let digits = v.strip_prefix('-').unwrap_or(v);
+            let ts =
+                !digits.is_empty() && digits.bytes().all(|c| c.is_ascii_digit()) && v.parse::<i64>().is_ok();
+            assert_eq!(is_timestamp(v), ts, "{v}");
+        }
+    }
 
     #[test]
     fn line_protocol_accepts_the_usual_shapes() {
