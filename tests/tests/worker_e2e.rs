@@ -291,7 +291,9 @@ async fn a_record_past_its_deadline_is_tried_once_more_before_it_is_dead_lettere
     let s = Scenario::new();
     create_db(&s.db).await?;
     let registry = addr("registry");
-    let hostile = push_plugin(&format!("{registry}/e2e/hostile:v1"), "hostile")?;
+    // A repository of its own: the hostile-plugins test above pushes the same blob to `e2e/hostile` at the
+    // same time, and two concurrent uploads of one blob to one repository can fail the registry's digest check.
+    let hostile = push_plugin(&format!("{registry}/e2e/hostile-deadline:v1"), "hostile")?;
     let cache = tempfile::tempdir()?;
     let port = millrace_tests::free_port();
     let config = s
@@ -299,7 +301,7 @@ async fn a_record_past_its_deadline_is_tried_once_more_before_it_is_dead_lettere
         .metrics_port(port)
         .binding(
             Binding::topic(&s.topic_v1)
-                .plugin(&format!("{registry}/e2e/hostile@{hostile}"))
+                .plugin(&format!("{registry}/e2e/hostile-deadline@{hostile}"))
                 .measurements(["ok"])
                 // Fuel enough for seconds of looping: the deadline, not the fuel, stops the loop.
                 .limits(|l| l.set("fuel", 100_000_000_000i64).set("timeout", "50ms")),
