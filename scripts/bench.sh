@@ -61,7 +61,7 @@ run() { echo "  $1" >&2; shift; "$@"; }
             "$NATIVE" "$name" "$OUT/$corpus.ndjson" 0.5 | tag native
             "$MILLRACE" plugin bench "plugins/dist/$file.wasm" -i "$OUT/$corpus.ndjson" --seconds 0.5 \
                 --live-instances 8 --instantiations 100 | tag wasm
-            "$MILLRACE" plugin bench "plugins/target/wasm32-wasip1/release/$file.wasm" -i "$OUT/$corpus.ndjson" \
+            "$MILLRACE" plugin bench "$RUSTC_OUT/$file.wasm" -i "$OUT/$corpus.ndjson" \
                 --seconds 0.5 --live-instances 8 --instantiations 100 | tag wasm_rustc
         done
     done

@@ -7,6 +7,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -33,10 +34,6 @@ def interleaved(rounds: list, name: str, wasm: str = "wasm"):
     """Median wasm/native time ratio of the rounds that ran both, with the lowest and highest, the median
     ns/record of each side and the ratio of the fastest runs of each side (noise here only ever adds time):
     (median, low, high, count, native_ns, wasm_ns, fastest), or None."""
-    def median(xs):
-        xs = sorted(xs)
-        return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-
     by_round = {}
     for d in rounds:
         side = ("native" if d["run"] == f"round-native-{name}"
@@ -47,8 +44,8 @@ def interleaved(rounds: list, name: str, wasm: str = "wasm"):
     if not pairs:
         return None
     ratios = [w / n for n, w in pairs]
-    return (median(ratios), min(ratios), max(ratios), len(pairs),
-            median([n for n, _ in pairs]), median([w for _, w in pairs]),
+    return (statistics.median(ratios), min(ratios), max(ratios), len(pairs),
+            statistics.median(n for n, _ in pairs), statistics.median(w for _, w in pairs),
             min(w for _, w in pairs) / min(n for n, _ in pairs))
 
 
@@ -175,7 +172,6 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
 
 
 def registry_section(lines: list) -> str:
-    import statistics
 
     by_plugin = {}
     for d in lines:

@@ -1,5 +1,6 @@
 //! A builder for InfluxDB line protocol that gets the escaping right.
 
+use std::cell::RefCell;
 use std::fmt::Write;
 
 /// Appends `f` as `Display` writes it (the shortest digits that read back to the same value, never an
@@ -9,7 +10,7 @@ use std::fmt::Write;
 fn push_float(out: &mut String, f: f64) {
     let mut buf = zmij::Buffer::new();
     let s = buf.format_finite(f);
-    if s.bytes().any(|b| b == b'e') {
+    if s.contains('e') {
         let _ = write!(out, "{f}");
     } else {
         out.push_str(s.strip_suffix(".0").unwrap_or(s));
@@ -236,33 +237,23 @@ impl Point {
         self.timestamp_ns(ms.saturating_mul(1_000_000))
     }
 
-    /// Calls `f` with the point as one line of line protocol, without copying when it has no timestamp
-    /// and without allocating for a line of up to `STACK_LINE` bytes when it has one.
+    /// Calls `f` with the point as one line of line protocol, without copying when it has no timestamp; a
+    /// timestamped line is joined in a buffer kept for the next one.
     pub(crate) fn with_line<R>(&self, f: impl FnOnce(&str) -> R) -> R {
-        const STACK_LINE: usize = 256;
+        thread_local! {
+            static JOINED: RefCell<String> = const { RefCell::new(String::new()) };
+        }
         let Some(ts) = self.timestamp_ns else {
             return f(&self.line);
         };
-        let mut digits = itoa::Buffer::new();
-        let ts = digits.format(ts);
-        let len = self.line.len() + 1 + ts.len();
-        if len <= STACK_LINE {
-            let mut buf = [0u8; STACK_LINE];
-            buf[..self.line.len()].copy_from_slice(self.line.as_bytes());
-            buf[self.line.len()] = b' ';
-            buf[self.line.len() + 1..len].copy_from_slice(ts.as_bytes());
-            // Both parts are UTF-8 and the joint is an ASCII space, so this never fails.
-            match std::str::from_utf8(&buf[..len]) {
-                Ok(line) => f(line),
-                Err(_) => f(&self.line),
-            }
-        } else {
-            let mut line = String::with_capacity(len);
+        JOINED.with(|joined| {
+            let mut line = joined.borrow_mut();
+            line.clear();
             line.push_str(&self.line);
             line.push(' ');
-            line.push_str(ts);
+            line.push_str(itoa::Buffer::new().format(ts));
             f(&line)
-        }
+        })
     }
 
     /// The point as one line of line protocol.
@@ -410,8 +401,8 @@ mod tests {
         assert!(ties * 1000 < all, "{ties} of {all} differ from Display");
     }
 
-    /// Integer fields and timestamps, at their extremes; a line longer than the stack buffer still gets its
-    /// timestamp.
+    /// Integer fields and timestamps, at their extremes; lines of different lengths one after the other get
+    /// their timestamps whole (the joining buffer is reused).
     #[test]
     fn integers_and_timestamps_are_written_in_full() {
         let p = Point::new("m")
@@ -426,5 +417,7 @@ mod tests {
         let long = "v".repeat(300);
         let p = Point::new("m").field("s", long.as_str()).timestamp_ms(1);
         assert_eq!(p.to_line(), format!("m s=\"{long}\" 1000000"));
+        let p = Point::new("m").field("v", 1i64).timestamp_ns(5);
+        assert_eq!(p.to_line(), "m v=1i 5");
     }
 }
