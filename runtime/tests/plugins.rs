@@ -89,6 +89,27 @@ fn seed_router_routes_metrics_logs_and_rejects_the_rest() {
     );
     let p = inst.process(&record("{oops"));
     assert!(matches!(&p.result, Ok(Verdict::Rejected { reason }) if reason.starts_with("invalid JSON")));
+    // Text beyond ASCII passes through the host's UTF-8 flag (the guest then skips its own check) ...
+    let p = inst.process(&record(r#"{"type":"metric","source":"café 😀","value":1}"#));
+    assert_eq!(
+        points(accepted(&p)),
+        [r"env_metrics,source=café\ 😀,unit=none value=1"]
+    );
+    // ... and bytes that are not UTF-8 get no flag: the guest's parser refuses them as before.
+    for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80"] {
+        let mut value = br#"{"type":"metric","value":1,"source":"a"#.to_vec();
+        value.extend_from_slice(bad);
+        value.extend_from_slice(br#""}"#);
+        let p = inst.process(&Record {
+            value: Some(&value),
+            ..record("")
+        });
+        assert!(
+            matches!(&p.result, Ok(Verdict::Rejected { reason }) if reason.starts_with("invalid JSON")),
+            "{bad:?}: {:?}",
+            p.result
+        );
+    }
     // A tombstone (no value) is rejected by the plugin, not a host error.
     let p = inst.process(&Record {
         value: None,
@@ -105,7 +126,7 @@ fn seed_router_routes_metrics_logs_and_rejects_the_rest() {
         stats.instantiations, 1,
         "one instance served every record: {stats:?}"
     );
-    assert_eq!(stats.records, 5);
+    assert_eq!(stats.records, 9);
 }
 
 #[test]

@@ -69,7 +69,12 @@ impl TestRecord {
         b.extend_from_slice(&self.offset.to_le_bytes());
         b.extend_from_slice(&self.timestamp_ms.unwrap_or(i64::MIN).to_le_bytes());
         b.extend_from_slice(&self.partition.to_le_bytes());
-        b.extend_from_slice(&0u32.to_le_bytes());
+        // Flags as the host sets them: the value is UTF-8.
+        let flags = match &self.value {
+            Some(v) if std::str::from_utf8(v).is_ok() => crate::record::FLAG_VALUE_UTF8,
+            _ => 0,
+        };
+        b.extend_from_slice(&flags.to_le_bytes());
         b.extend_from_slice(&(self.topic.len() as u32).to_le_bytes());
         b.extend_from_slice(&self.key.as_ref().map_or(ABSENT, |k| k.len() as u32).to_le_bytes());
         b.extend_from_slice(
@@ -209,5 +214,60 @@ mod tests {
                 "cut {cut}"
             );
         }
+    }
+
+    fn parse(r: &Record<'_>, out: &mut Output) -> Result<(), Reject> {
+        #[derive(serde::Deserialize)]
+        struct Msg<'a> {
+            name: &'a str,
+        }
+        let text = r.value_str()?;
+        let msg: Msg = r.json()?;
+        out.point(
+            &Point::new("m")
+                .tag("name", msg.name)
+                .field("len", text.len() as i64),
+        );
+        Ok(())
+    }
+
+    fn with_flags(mut enc: Vec<u8>, flags: u32) -> Vec<u8> {
+        enc[20..24].copy_from_slice(&flags.to_le_bytes());
+        enc
+    }
+
+    #[test]
+    fn the_value_is_text_with_or_without_the_hosts_utf8_flag() {
+        let rec = TestRecord::json("{\"name\":\"caf\u{e9}\"}");
+        let enc = rec.encode();
+        assert_eq!(enc[20..24], crate::record::FLAG_VALUE_UTF8.to_le_bytes());
+        let expected = ["m,name=caf\u{e9} len=16i"];
+        assert_eq!(run_encoded(parse, &enc).points, expected);
+        // A host that does not set the flag (older hosts): the SDK checks the text itself.
+        assert_eq!(run_encoded(parse, &with_flags(enc.clone(), 0)).points, expected);
+        // Unknown flag bits are ignored.
+        assert_eq!(run_encoded(parse, &with_flags(enc, 0xFFFF_FFFE)).points, expected);
+    }
+
+    #[test]
+    fn a_value_that_is_not_utf8_is_refused_as_text() {
+        let rec = TestRecord::value(b"{\"name\":\"caf\xe9\"}");
+        let enc = rec.encode();
+        assert_eq!(enc[20..24], [0; 4], "no flag for bytes that are not UTF-8");
+        let o = run_encoded(parse, &enc);
+        assert!(
+            o.rejected
+                .as_deref()
+                .is_some_and(|r| r.starts_with("value is not UTF-8")),
+            "{o:?}"
+        );
+        // Natively a wrong flag cannot make the SDK read invalid text: it checks again.
+        let o = run_encoded(parse, &with_flags(enc, crate::record::FLAG_VALUE_UTF8));
+        assert!(
+            o.rejected
+                .as_deref()
+                .is_some_and(|r| r.starts_with("value is not UTF-8")),
+            "{o:?}"
+        );
     }
 }
