@@ -38,15 +38,18 @@ run() { echo "  $1" >&2; shift; "$@"; }
     run "wasm acme-iot" "$MILLRACE" plugin bench plugins/dist/acme_iot.wasm -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot","r":/; s/$/}/'
     run "wasm noop (boundary only)" "$MILLRACE" plugin bench plugins/dist/noop.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-noop","r":/; s/$/}/'
     # What binaryen's optimiser buys (issue 16: measured, not assumed): plugins/dist holds the modules after
-    # `wasm-opt -O3` (scripts/build-plugins.sh), plugins/target the same modules as rustc built them.
+    # binaryen's optimiser (scripts/build-plugins.sh), plugins/target the same modules as rustc built them.
     RUSTC_OUT=plugins/target/wasm32-wasip1/release
     run "wasm seed-router as rustc built it (no wasm-opt)" "$MILLRACE" plugin bench "$RUSTC_OUT/seed_router.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-rustc","r":/; s/$/}/'
     run "wasm acme-iot as rustc built it (no wasm-opt)" "$MILLRACE" plugin bench "$RUSTC_OUT/acme_iot.wasm" -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot-rustc","r":/; s/$/}/'
     # The guest built with WebAssembly SIMD enabled (LLVM may vectorise loops; the prebuilt std is unchanged),
     # then optimised as plugins/dist is.
-    (cd plugins && RUSTFLAGS="-C link-arg=-zstack-size=65536 -C target-feature=+simd128" \
+    # RUSTFLAGS replaces plugins/.cargo/config.toml's flags, so they are repeated here.
+    (cd plugins && RUSTFLAGS="-C link-arg=-zstack-size=65536 -C llvm-args=-inline-threshold=1000 -C target-feature=+simd128" \
         cargo build --release --target wasm32-wasip1 -p seed-router --target-dir "../$OUT/simd128")
-    wasm-opt -O3 -g "$OUT/simd128/wasm32-wasip1/release/seed_router.wasm" -o "$OUT/seed_router.simd128.wasm"
+    # shellcheck source=scripts/wasm-opt-flags.sh
+    source scripts/wasm-opt-flags.sh
+    wasm-opt "${WASM_OPT_FLAGS[@]}" "$OUT/simd128/wasm32-wasip1/release/seed_router.wasm" -o "$OUT/seed_router.simd128.wasm"
     run "wasm seed-router built with simd128" "$MILLRACE" plugin bench "$OUT/seed_router.simd128.wasm" -i "$OUT/seed.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-seed-router-simd","r":/; s/$/}/'
     # Go guests (plugins/sdk-go): the same transforms as seed-router and acme-iot, built by standard Go.
     run "wasm go-router (Go SDK)" "$MILLRACE" plugin bench plugins/dist/go_router.wasm -i "$OUT/seed.ndjson" --seconds "$SECS" --live-instances 50 --instantiations 200 | sed 's/^/{"run":"wasm-go-router","r":/; s/$/}/'

@@ -7,12 +7,12 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../plugins"
 mkdir -p dist
 cargo build --release --target wasm32-wasip1 --workspace --exclude bench-native
 cp target/wasm32-wasip1/release/hostile.wasm dist/hostile.wasm
-# `wasm-opt -O3` (Debian binaryen): 0-7% less time per record in `make bench`, mostly from inlining small
-# functions that rustc leaves as calls (each call into a function costs a fuel and a deadline check in the
-# sandbox). `-g` keeps the function names for trap backtraces. The hostile plugin stays as rustc built it:
-# its point is what it does as written.
+# binaryen's optimiser (Debian binaryen), with the flags in scripts/wasm-opt-flags.sh. The hostile plugin
+# stays as rustc built it: its point is what it does as written.
+# shellcheck source=scripts/wasm-opt-flags.sh
+source ../scripts/wasm-opt-flags.sh
 for m in seed_router seed_compat acme_iot; do
-    wasm-opt -O3 -g "target/wasm32-wasip1/release/$m.wasm" -o "dist/$m.wasm"
+    wasm-opt "${WASM_OPT_FLAGS[@]}" "target/wasm32-wasip1/release/$m.wasm" -o "dist/$m.wasm"
 done
 examples/c-envelope/build.sh "$PWD/dist/c_envelope.wasm"
 wat2wasm examples/noop/noop.wat -o dist/noop.wasm
