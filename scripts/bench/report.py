@@ -72,13 +72,13 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
     rows = []
     for name, label in [
         ("native-seed-router", "seed-router, native (baseline)"),
-        ("wasm-seed-router", "seed-router, wasm (ABI v1, SDK, `wasm-opt -O3`)"),
+        ("wasm-seed-router", "seed-router, wasm (ABI v1, SDK, `wasm-opt`)"),
         ("wasm-seed-router-nofuel", "seed-router, wasm, fuel metering off (cost of fuel)"),
         ("wasm-seed-router-rustc", "seed-router, wasm as rustc built it (no `wasm-opt`)"),
         ("wasm-seed-router-simd", "seed-router, wasm, guest built with `+simd128`"),
         ("wasm-seed-compat", "seed-compat, wasm (seed contract)"),
         ("native-acme-iot", "acme-iot, native (baseline)"),
-        ("wasm-acme-iot", "acme-iot, wasm (`wasm-opt -O3`)"),
+        ("wasm-acme-iot", "acme-iot, wasm (`wasm-opt`)"),
         ("wasm-acme-iot-rustc", "acme-iot, wasm as rustc built it (no `wasm-opt`)"),
         ("wasm-noop", "noop, wasm (boundary only)"),
     ]:
@@ -107,8 +107,10 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
         "run each; the wasm/native ratios below come from rounds that run the native baseline, the wasm plugin "
         "and the same plugin without `wasm-opt` back to back for half a second each (`MILLRACE_BENCH_ROUNDS`), "
         "because this VM's speed drifts by several percent between seconds and one pair of runs can land on "
-        "either side of a drift. The plugins are measured as `make plugins` builds them: rustc's release build, "
-        "then `wasm-opt -O3` for the Rust examples.",
+        "either side of a drift. The plugins are measured as `make plugins` builds them: rustc's release build "
+        "with LLVM's inline threshold at 1000 (`plugins/.cargo/config.toml`; the native baseline is built with "
+        "it too), then for the Rust examples `wasm-opt -O3` with larger inlining limits "
+        "(`scripts/wasm-opt-flags.sh`).",
         "",
         "| run | records/s | ns/record | fuel/record |",
         "| --- | ---: | ---: | ---: |",
