@@ -60,6 +60,14 @@ impl Record<'_> {
         (n < u32::MAX as usize).then_some(n)
     }
 
+    /// The flags word of the encoding: [`FLAG_VALUE_UTF8`] when the value is valid UTF-8.
+    fn flags(&self) -> u32 {
+        match self.value {
+            Some(v) if std::str::from_utf8(v).is_ok() => FLAG_VALUE_UTF8,
+            _ => 0,
+        }
+    }
+
     /// Writes the v1 encoding into `out`, which is exactly `encoded_len()` bytes long.
     pub(crate) fn encode(&self, out: &mut [u8]) {
         let mut w = Writer { out, at: 0 };
@@ -79,16 +87,6 @@ impl Record<'_> {
             w.u32(h.value.map_or(ABSENT, |v| v.len() as u32));
             w.bytes(h.name.as_bytes());
             w.bytes(h.value.unwrap_or_default());
-        }
-    }
-}
-
-impl Record<'_> {
-    /// The flags word of the encoding: [`FLAG_VALUE_UTF8`] when the value is valid UTF-8.
-    fn flags(&self) -> u32 {
-        match self.value {
-            Some(v) if std::str::from_utf8(v).is_ok() => FLAG_VALUE_UTF8,
-            _ => 0,
         }
     }
 }

@@ -129,15 +129,25 @@ pub mod __private {
             if ptr != buf.as_ptr() as usize as i32 || len > buf.len() {
                 return STATUS_BAD_INPUT;
             }
-            run(&buf[..len], transform);
+            // SAFETY: `buf` is the input buffer handed to the host by `millrace_input`, which the host
+            // filled with this call's record; only the host writes to it (the pointer never reaches safe
+            // plugin code as a slice).
+            #[allow(unsafe_code)]
+            let record = unsafe { Record::decode_from_host(&buf[..len]) };
+            transform_and_report(record, transform);
             0
         })
     }
 
-    /// Decodes and transforms one encoded record; a reject goes to the host.
+    /// Decodes and transforms one encoded record from anywhere (tests, benchmarks); a reject goes to the
+    /// host.
     pub fn run(encoded: &[u8], transform: Transform) {
+        transform_and_report(Record::decode(encoded), transform);
+    }
+
+    fn transform_and_report(record: Result<Record<'_>, crate::Reject>, transform: Transform) {
         let mut out = Output::new();
-        let result = Record::decode(encoded).and_then(|record| transform(&record, &mut out));
+        let result = record.and_then(|record| transform(&record, &mut out));
         if let Err(reject) = result {
             crate::sys::reject(reject.reason());
         }

@@ -57,23 +57,32 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// The value as text, trusting the host's flag. In the sandbox (`wasm32`) this skips the check: the host
-/// made it, natively and faster. Natively (tests, the native baseline of `make bench`) the host stubs are
-/// this process, so the check is made here, once per record, as a host would.
-#[cfg(target_arch = "wasm32")]
-fn host_checked_utf8(v: &[u8]) -> Option<&str> {
-    // SAFETY: the host sets FLAG_VALUE_UTF8 only after checking these exact bytes with
-    // `std::str::from_utf8`, and writes the record into the buffer it hands to `millrace_process` before
-    // the call; nothing writes to that buffer while the guest runs (ABI.md). The guest trusts its host as it
-    // trusts its own memory: a host that lied could as well write any bytes into the guest's state.
-    #[allow(unsafe_code)]
-    let text = unsafe { std::str::from_utf8_unchecked(v) };
-    Some(text)
+/// Whether the bytes being decoded are the record the host wrote into the input buffer, whose UTF-8 flag
+/// may be trusted, or bytes from anywhere else (a plugin's own, tests), whose flag is only a hint.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Host,
+    Untrusted,
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-fn host_checked_utf8(v: &[u8]) -> Option<&str> {
-    std::str::from_utf8(v).ok()
+/// The value as text when the flag says it is UTF-8. In the sandbox (`wasm32`), for the host's own
+/// encoding, this skips the check: the host made it, natively and faster. Anywhere else the check is made
+/// here, once per record (natively that is what a host would do, so the native baseline of `make bench`
+/// does the same work).
+fn flagged_text(v: &[u8], source: Source) -> Option<&str> {
+    if cfg!(target_arch = "wasm32") && source == Source::Host {
+        // SAFETY: `Source::Host` is only passed by `decode_from_host`, whose caller guarantees that `v`
+        // lies in the bytes the host wrote into the input buffer for this call. The host sets
+        // FLAG_VALUE_UTF8 only after checking that exactly these bytes are valid UTF-8
+        // (`runtime/src/record.rs`), and nothing writes to that buffer between the host's write and the
+        // end of `millrace_process` (ABI.md, "Exports"). The guest trusts its host as it trusts its own
+        // memory: a host that lied could as well write any bytes into the guest's state.
+        #[allow(unsafe_code)]
+        let text = unsafe { std::str::from_utf8_unchecked(v) };
+        Some(text)
+    } else {
+        std::str::from_utf8(v).ok()
+    }
 }
 
 fn le_i64(b: &[u8]) -> i64 {
@@ -83,12 +92,28 @@ fn le_i64(b: &[u8]) -> i64 {
 }
 
 impl<'a> Record<'a> {
-    /// Decodes the ABI v1 encoding of a record.
+    /// Decodes the ABI v1 encoding of a record. The value's UTF-8 flag is checked, not trusted: these
+    /// bytes may come from anywhere.
     pub fn decode(buf: &'a [u8]) -> Result<Self, Reject> {
-        Self::try_decode(buf).ok_or_else(|| Reject::new("malformed record encoding from the host"))
+        Self::decode_from(buf, Source::Untrusted)
     }
 
-    fn try_decode(buf: &'a [u8]) -> Option<Self> {
+    /// Decodes the record the host wrote into the input buffer, trusting its UTF-8 flag.
+    ///
+    /// # Safety
+    ///
+    /// `buf` must be (a prefix of) the bytes the host wrote for the current `millrace_process` call,
+    /// unmodified since.
+    #[allow(unsafe_code)]
+    pub(crate) unsafe fn decode_from_host(buf: &'a [u8]) -> Result<Self, Reject> {
+        Self::decode_from(buf, Source::Host)
+    }
+
+    fn decode_from(buf: &'a [u8], source: Source) -> Result<Self, Reject> {
+        Self::try_decode(buf, source).ok_or_else(|| Reject::new("malformed record encoding from the host"))
+    }
+
+    fn try_decode(buf: &'a [u8], source: Source) -> Option<Self> {
         if buf.len() < HEADER_LEN {
             return None;
         }
@@ -105,7 +130,7 @@ impl<'a> Record<'a> {
         let key = c.optional(key_len)?;
         let value = c.optional(value_len)?;
         let value_text = match value {
-            Some(v) if flags & FLAG_VALUE_UTF8 != 0 => host_checked_utf8(v),
+            Some(v) if flags & FLAG_VALUE_UTF8 != 0 => flagged_text(v, source),
             _ => None,
         };
         let raw = &buf[c.at..];

@@ -261,7 +261,8 @@ mod tests {
                 .is_some_and(|r| r.starts_with("value is not UTF-8")),
             "{o:?}"
         );
-        // Natively a wrong flag cannot make the SDK read invalid text: it checks again.
+        // Bytes that do not come from the host's input buffer (tests, a plugin's own `Record::decode`) are
+        // checked whatever their flag says, on every target.
         let o = run_encoded(parse, &with_flags(enc, crate::record::FLAG_VALUE_UTF8));
         assert!(
             o.rejected
