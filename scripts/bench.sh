@@ -44,9 +44,10 @@ run() { echo "  $1" >&2; shift; "$@"; }
     run "wasm acme-iot as rustc built it (no wasm-opt)" "$MILLRACE" plugin bench "$RUSTC_OUT/acme_iot.wasm" -i "$OUT/iot.ndjson" --seconds "$SECS" | sed 's/^/{"run":"wasm-acme-iot-rustc","r":/; s/$/}/'
     # The guest built with WebAssembly SIMD enabled (LLVM may vectorise loops; the prebuilt std is unchanged),
     # then optimised as plugins/dist is.
-    # RUSTFLAGS replaces plugins/.cargo/config.toml's flags, so they are repeated here.
-    (cd plugins && RUSTFLAGS="-C link-arg=-zstack-size=65536 -C llvm-args=-inline-threshold=1000 -C target-feature=+simd128" \
-        cargo build --release --target wasm32-wasip1 -p seed-router --target-dir "../$OUT/simd128")
+    # `--config` adds the feature to plugins/.cargo/config.toml's flags (Cargo joins the arrays; RUSTFLAGS would
+    # replace them).
+    (cd plugins && cargo build --release --target wasm32-wasip1 -p seed-router --target-dir "../$OUT/simd128" \
+        --config 'target.wasm32-wasip1.rustflags=["-C", "target-feature=+simd128"]')
     # shellcheck source=scripts/wasm-opt-flags.sh
     source scripts/wasm-opt-flags.sh
     wasm-opt "${WASM_OPT_FLAGS[@]}" "$OUT/simd128/wasm32-wasip1/release/seed_router.wasm" -o "$OUT/seed_router.simd128.wasm"

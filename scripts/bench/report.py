@@ -174,7 +174,6 @@ def runtime_section(runs: dict, rounds: list = ()) -> str:
 
 
 def registry_section(lines: list) -> str:
-
     by_plugin = {}
     for d in lines:
         by_plugin.setdefault(d["plugin"], []).append(d)
