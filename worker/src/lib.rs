@@ -5,6 +5,7 @@ pub mod bindings;
 pub mod budget;
 pub mod config;
 mod error;
+pub mod hashing;
 pub mod health;
 pub mod http;
 pub mod kinds;

@@ -136,6 +136,18 @@ impl InFlight {
 
     /// Registers a record just taken from `origin`'s partition and returns its processing share.
     pub fn begin(origin: Arc<Origin>, topic: Arc<str>, offset: i64, data: RecordData) -> Share {
+        Self::begin_at(origin, topic, offset, data, Instant::now())
+    }
+
+    /// [`InFlight::begin`] for a record taken at `taken`: the poll thread reads the clock once per round of
+    /// records it takes (all already fetched, taken within microseconds), not once per record.
+    pub fn begin_at(
+        origin: Arc<Origin>,
+        topic: Arc<str>,
+        offset: i64,
+        data: RecordData,
+        taken: Instant,
+    ) -> Share {
         origin.tracker.begin(offset);
         let bytes = RECORD_OVERHEAD
             + data.key.as_ref().map_or(0, Vec::len)
@@ -157,7 +169,7 @@ impl InFlight {
             value: data.value,
             headers: data.headers,
             dead_lettered: AtomicBool::new(false),
-            taken: Instant::now(),
+            taken,
             outstanding: AtomicU32::new(1),
             bytes,
         });

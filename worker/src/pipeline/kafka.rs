@@ -25,6 +25,7 @@ use super::topic_ids::{self, TopicId};
 use crate::WorkerError;
 use crate::bindings::{self, BindingTable};
 use crate::config::WorkerConfig;
+use crate::hashing::FastMap;
 use crate::metrics::Metrics;
 
 /// Assigned partitions and their trackers, shared by the poll loop and the rebalance hooks.
@@ -322,15 +323,15 @@ struct TopicInfo {
     /// The binding the topic belongs to (as of the binding table's generation when this was made).
     binding: Option<Arc<str>>,
     /// What the records of each partition seen share (its tracker among them).
-    partitions: HashMap<i32, Arc<Origin>>,
+    partitions: FastMap<i32, Arc<Origin>>,
     /// The lane of each partition seen (`lane_of`, hashed once).
-    lanes: HashMap<i32, usize>,
+    lanes: FastMap<i32, usize>,
 }
 
 /// The poll thread's knowledge of `topic`, made once per binding table (matching a topic against every
 /// binding is not free with hundreds of them).
 fn topic_info<'a>(
-    topics: &'a mut HashMap<String, TopicInfo>,
+    topics: &'a mut FastMap<String, TopicInfo>,
     table: &BindingTable,
     topic: &str,
 ) -> &'a mut TopicInfo {
@@ -342,8 +343,8 @@ fn topic_info<'a>(
                 .ok()
                 .flatten()
                 .map(|b| b.name.clone()),
-            partitions: HashMap::new(),
-            lanes: HashMap::new(),
+            partitions: FastMap::default(),
+            lanes: FastMap::default(),
         };
         topics.insert(topic.to_string(), info);
     }
@@ -362,8 +363,8 @@ impl Poll {
         // crossing it runs housekeeping at once (which pauses), so the budget is overshot by one record at
         // most, not by what a 50 ms round takes.
         let mut budget_left = self.limits.max_bytes as i64;
-        let mut binding_left: HashMap<Arc<str>, i64> = HashMap::new();
-        let mut topics: HashMap<String, TopicInfo> = HashMap::new();
+        let mut binding_left: FastMap<Arc<str>, i64> = FastMap::default();
+        let mut topics: FastMap<String, TopicInfo> = FastMap::default();
         let mut generation = self.table.generation();
         let mut subscribed = bindings::subscriptions(&self.table.snapshot());
         let mut batches: Vec<Vec<Share>> = (0..self.lanes.len()).map(|_| Vec::new()).collect();
@@ -388,11 +389,14 @@ impl Poll {
             // as one batch: one hand-over and at most one wake-up per lane instead of one per record.
             let mut wait = Duration::from_millis(50);
             let mut lane_gone = false;
+            // One clock reading for the round, once its first record is there.
+            let mut taken = None;
             for _ in 0..POLL_BATCH {
                 match self.consumer.poll(wait) {
                     Some(Ok(msg)) => {
                         wait = Duration::ZERO;
-                        let (share, binding, lane) = self.take(&msg, &mut topics);
+                        let now = *taken.get_or_insert_with(Instant::now);
+                        let (share, binding, lane) = self.take(&msg, &mut topics, now);
                         let bytes = share.record().bytes() as i64;
                         budget_left -= bytes;
                         if let Some(b) = binding {
@@ -417,7 +421,12 @@ impl Poll {
                 }
             }
             for (lane, batch) in batches.iter_mut().enumerate() {
-                if !batch.is_empty() && self.lanes[lane].send(std::mem::take(batch)).is_err() {
+                // The next round's batch is allocated for a full round: no regrowth per record.
+                if !batch.is_empty()
+                    && self.lanes[lane]
+                        .send(std::mem::replace(batch, Vec::with_capacity(POLL_BATCH)))
+                        .is_err()
+                {
                     // The records' shares come back in the error and are dropped: dead-lettered visibly.
                     tracing::error!(lane, "a lane stopped; stopping");
                     lane_gone = true;
@@ -466,7 +475,8 @@ impl Poll {
     fn take(
         &self,
         msg: &rdkafka::message::BorrowedMessage<'_>,
-        topics: &mut HashMap<String, TopicInfo>,
+        topics: &mut FastMap<String, TopicInfo>,
+        taken: Instant,
     ) -> (Share, Option<Arc<str>>, usize) {
         let topic = msg.topic();
         let info = topic_info(topics, &self.table, topic);
@@ -503,7 +513,7 @@ impl Poll {
                     .collect()
             })
             .unwrap_or_default();
-        let share = InFlight::begin(
+        let share = InFlight::begin_at(
             origin,
             info.name.clone(),
             msg.offset(),
@@ -513,6 +523,7 @@ impl Poll {
                 value: msg.payload().map(<[u8]>::to_vec),
                 headers,
             },
+            taken,
         );
         (share, info.binding.clone(), lane)
     }
@@ -522,7 +533,7 @@ impl Poll {
     fn housekeeping(
         &self,
         paused: &mut Backpressure,
-        topics: &mut HashMap<String, TopicInfo>,
+        topics: &mut FastMap<String, TopicInfo>,
         since_last: Duration,
     ) -> (usize, HashMap<Arc<str>, usize>) {
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();

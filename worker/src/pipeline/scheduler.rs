@@ -7,11 +7,12 @@
 //! round, instead of by its whole backlog. Records of one binding stay in the order they arrived, so each
 //! partition's order is kept.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ack::Share;
+use crate::hashing::FastMap;
 use crate::metrics::Metrics;
 
 /// Plugin time a binding of weight 1 is served per round.
@@ -30,7 +31,7 @@ struct Queue {
 /// Per-binding queues of one lane, served in deficit round robin.
 #[derive(Debug)]
 pub(super) struct Scheduler {
-    queues: HashMap<Arc<str>, Queue>,
+    queues: FastMap<Arc<str>, Queue>,
     /// Bindings with records waiting, in serving order; the front one is being served.
     active: VecDeque<Arc<str>>,
     metrics: Metrics,
@@ -44,7 +45,7 @@ impl Scheduler {
 
     fn with_quantum(metrics: Metrics, quantum: Duration) -> Self {
         Self {
-            queues: HashMap::new(),
+            queues: FastMap::default(),
             active: VecDeque::new(),
             metrics,
             quantum: quantum.as_nanos() as i64,

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use super::retry::{self, Backoff, Verdict};
 use super::{Acker, Item, ItemResult, Payload, Store};
 use crate::config::BatchingConfig;
+use crate::hashing::stable_hash;
 use crate::metrics::Metrics;
 
 /// The metric handles of one sink, resolved once.
@@ -106,16 +107,11 @@ async fn writer<S: Store, A: Acker>(
 /// The writer of an item's key: a document's index and id; a point's series (measurement and tags) and
 /// timestamp (every point has one by now; a line's last space-separated part).
 fn writer_of(payload: &Payload, n: usize) -> usize {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    match payload {
-        Payload::Document { index, id, .. } => (index, id).hash(&mut h),
-        Payload::Line(line) => {
-            series_of(line).hash(&mut h);
-            line.rsplit_once(' ').map(|(_, ts)| ts).hash(&mut h);
-        }
-    }
-    (h.finish() % n as u64) as usize
+    let h = match payload {
+        Payload::Document { index, id, .. } => stable_hash(&(index, id)),
+        Payload::Line(line) => stable_hash(&(series_of(line), line.rsplit_once(' ').map(|(_, ts)| ts))),
+    };
+    (h % n as u64) as usize
 }
 
 /// The series of a line of line protocol: up to its first unescaped space.
