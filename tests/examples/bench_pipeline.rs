@@ -92,6 +92,7 @@ fn raw(brokers: &str, topic: &str, count: u64) -> Result<()> {
         .set("topic.metadata.refresh.interval.ms", "500")
         // As the worker's consumer (its default), so that the baseline's delivery lag compares.
         .set("fetch.wait.max.ms", "100")
+        .set("fetch.queue.backoff.ms", "50")
         .create()?;
     consumer.subscribe(&[topic])?;
     let mut n = 0u64;

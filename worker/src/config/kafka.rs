@@ -18,9 +18,11 @@ use super::secret::Secret;
 /// The worker always sets: `enable.auto.offset.store=false` (offsets are stored only once a record's outputs
 /// were acknowledged), `enable.auto.commit=true` every second (commits what was stored),
 /// `partition.assignment.strategy=cooperative-sticky`, `topic.metadata.refresh.interval.ms=10000` (new
-/// topics matching a regex binding are picked up within 10 s), and `fetch.wait.max.ms=100` (librdkafka's 500
-/// ms default let a broker hold a fetch for half a second at low rates: most of the end-to-end latency);
-/// `[kafka.client]` may override the last three.
+/// topics matching a regex binding are picked up within 10 s), `fetch.wait.max.ms=100` (librdkafka's 500 ms
+/// default let a broker hold a fetch for half a second at low rates: most of the end-to-end latency), and
+/// `fetch.queue.backoff.ms=50` (librdkafka stops fetching for this long once its queue of fetched records is
+/// full; its 1,000 ms default left a worker with a backlog idle for part of every second); `[kafka.client]`
+/// may override the last four.
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSection {

@@ -288,7 +288,12 @@ pub fn consumer(
         .set("topic.metadata.refresh.interval.ms", "10000")
         // A fetch waits at most this long for data: the latency floor at low rates (librdkafka's 500 ms
         // default made it most of a record's time from producer to store).
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // When librdkafka's queue of fetched records passes its thresholds (queued.min.messages: 100,000) it
+        // stops fetching for this long. The poll thread empties that queue in well under a second, so
+        // librdkafka's 1,000 ms default left the worker with nothing to run for the rest of the second, again
+        // and again, whenever it had a backlog (BENCHMARKS.md, tenth pass).
+        .set("fetch.queue.backoff.ms", "50");
     for (key, v) in &k.properties {
         c.set(key, v);
     }
