@@ -114,6 +114,8 @@ struct Slot {
     resident: Arc<ResidentPlugin>,
     metrics: BindingMetrics,
     last_used: u64,
+    /// Its metrics counted something since the lane's last flush (it is in `Lane::counted`).
+    counted: bool,
 }
 
 /// A processing lane: a thread with its own plugin instances.
@@ -142,6 +144,8 @@ pub(super) struct Lane {
     unrouted_ambiguous: prometheus::IntCounter,
     /// Records run since the bindings' metrics were last flushed.
     unflushed: u32,
+    /// The slots whose metrics counted since then: a flush touches these, not every binding the lane holds.
+    counted: Vec<u64>,
 }
 
 impl Lane {
@@ -173,6 +177,7 @@ impl Lane {
             stop,
             budgets: FastMap::default(),
             unflushed: 0,
+            counted: Vec::new(),
         }
     }
 
@@ -184,8 +189,12 @@ impl Lane {
     }
 
     fn flush_metrics(&mut self) {
-        for slot in self.instances.values() {
-            slot.metrics.flush();
+        // A slot dropped since (its binding or plugin left) flushed its counts as it went.
+        for id in self.counted.drain(..) {
+            if let Some(slot) = self.instances.get_mut(&id) {
+                slot.metrics.flush();
+                slot.counted = false;
+            }
         }
         self.unflushed = 0;
     }
@@ -350,6 +359,7 @@ impl Lane {
                             resident: binding.plugin.clone(),
                             metrics,
                             last_used: 0,
+                            counted: false,
                         },
                     );
                 }
@@ -359,7 +369,12 @@ impl Lane {
                 }
             }
         }
-        if let Some(slot) = self.instances.get(&binding.id) {
+        if let Some(slot) = self.instances.get_mut(&binding.id) {
+            // The first of the record's metrics: the slot's counts are flushed with the lane's next flush.
+            if !slot.counted {
+                slot.counted = true;
+                self.counted.push(binding.id);
+            }
             slot.metrics
                 .scheduling_delay
                 .observe(rec.taken.elapsed().as_secs_f64());
