@@ -599,11 +599,43 @@ impl Poll {
             if let Err(e) = self.consumer.resume(&list(&d.resume)) {
                 tracing::warn!(error = %e, "resume");
             }
+            self.wake_fetcher(&d.resume);
         }
         self.metrics.in_flight.set(d.records as i64);
         self.metrics.in_flight_bytes.set(d.bytes as i64);
         self.metrics.paused_partitions.set(paused.paused() as i64);
         (d.bytes, d.binding_bytes)
+    }
+}
+
+impl Poll {
+    /// Makes librdkafka fetch resumed partitions now. A resume only clears a flag: the thread that fetches
+    /// from a broker looks at it again when that thread next wakes, and a thread with every one of its
+    /// partitions paused sleeps up to a second (librdkafka's longest block), so a worker whose partitions
+    /// had all paused sat with nothing to run for 0.2-0.6 s after each resume (librdkafka's fetch debug log:
+    /// the resume, then no fetch decision until the timer; confluent-kafka-go#630 shows the same). A seek of
+    /// each resumed partition to where it stands (one past the last record taken, which is where the resume
+    /// would fetch from) restarts its fetcher, and librdkafka wakes the broker's thread for that: no request
+    /// goes to the broker, and nothing is skipped or read twice (a paused partition's fetched and untaken
+    /// records were dropped by the pause; none of the partition's records were taken since). Asynchronous:
+    /// the poll thread does not wait for it. A partition nothing was taken from yet resumes as it is. The
+    /// position carries no leader epoch (the consumer does not give records' epochs), so the first fetch after
+    /// it skips the epoch check of KIP-320, as any seek by offset does; later fetches have it again.
+    fn wake_fetcher(&self, resumed: &[backpressure::Key]) {
+        let mut seek = TopicPartitionList::new();
+        {
+            let trackers = lock(&self.trackers);
+            for key in resumed {
+                if let Some(next) = trackers.get(key).and_then(|t| t.next_to_take()) {
+                    let _ = seek.add_partition_offset(&key.0, key.1, Offset::Offset(next));
+                }
+            }
+        }
+        if seek.count() > 0
+            && let Err(e) = self.consumer.seek_partitions(seek, Duration::ZERO)
+        {
+            tracing::debug!(error = %e, "seek after resume");
+        }
     }
 }
 

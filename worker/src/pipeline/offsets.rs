@@ -153,6 +153,11 @@ impl PartitionTracker {
         lock(&self.state).unfinished
     }
 
+    /// One past the highest offset taken (where fetching goes on from): `None` before the first record.
+    pub fn next_to_take(&self) -> Option<i64> {
+        lock(&self.state).end
+    }
+
     /// The offset to commit (the next one to consume): the first unfinished record, or one past the last
     /// record taken when all are finished. `None` before the first record.
     pub fn committable(&self) -> Option<i64> {
