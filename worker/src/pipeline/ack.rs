@@ -197,11 +197,70 @@ impl InFlight {
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.origin.tracker.finish(self.offset);
             if let (Some(h), Some(ts)) = (&self.origin.latency, self.timestamp_ms) {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                h.observe((now - ts).max(0) as f64 / 1e3);
+                h.observe(latency_seconds(now_ms(), ts));
             }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as Kafka timestamps count.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn latency_seconds(now_ms: i64, timestamp_ms: i64) -> f64 {
+    (now_ms - timestamp_ms).max(0) as f64 / 1e3
+}
+
+/// [`Share::finish`] for every share of a store's answered batch. The same outcome as finishing them one by
+/// one, for less: the records completed are finished in their partition's tracker under one lock per
+/// partition (which the poll thread takes for every record it registers), their latencies are read against
+/// one clock reading and counted in the shared histogram once. A sink's acknowledgements were 7% of the
+/// worker's CPU in the pipeline benchmark, one lock, clock reading and histogram update per record.
+pub fn finish_all(mut shares: Vec<Share>) {
+    /// The records completed from one partition (one origin).
+    struct Completed<'a> {
+        origin: &'a Origin,
+        offsets: Vec<i64>,
+        latency: Option<prometheus::local::LocalHistogram>,
+    }
+    let mut now = None;
+    let mut groups: Vec<Completed<'_>> = Vec::new();
+    // Index of each origin's group (by address): batches hold records of many partitions.
+    let mut index: crate::hashing::FastMap<usize, usize> = crate::hashing::FastMap::default();
+    for share in &mut shares {
+        share.on_drop = OnDrop::Nothing;
+        let record: &InFlight = &share.record;
+        if record.outstanding.fetch_sub(1, Ordering::AcqRel) != 1 {
+            continue; // another share of the record is still out
+        }
+        let origin: &Origin = &record.origin;
+        let last = groups.len().checked_sub(1);
+        let g = match last.filter(|&i| std::ptr::eq(groups[i].origin, origin)) {
+            Some(i) => i,
+            None => *index
+                .entry(std::ptr::from_ref(origin) as usize)
+                .or_insert_with(|| {
+                    groups.push(Completed {
+                        origin,
+                        offsets: Vec::new(),
+                        latency: origin.latency.as_ref().map(prometheus::Histogram::local),
+                    });
+                    groups.len() - 1
+                }),
+        };
+        let group = &mut groups[g];
+        group.offsets.push(record.offset);
+        if let (Some(h), Some(ts)) = (&group.latency, record.timestamp_ms) {
+            h.observe(latency_seconds(*now.get_or_insert_with(now_ms), ts));
+        }
+    }
+    for group in groups {
+        group.origin.tracker.finish_all(&group.offsets);
+        if let Some(h) = group.latency {
+            h.flush();
         }
     }
 }
@@ -322,6 +381,10 @@ impl crate::sinks::Acker for Share {
         self.finish();
     }
 
+    fn ok_all(acks: Vec<Self>) {
+        finish_all(acks);
+    }
+
     fn rejected(self, reason: String) {
         self.dead_letter(DeadLetterKind::StoreRejected, reason);
     }
@@ -385,6 +448,45 @@ pub(crate) mod tests {
         assert_eq!(t.committable(), Some(13));
         assert_eq!(t.in_flight(), 0);
         assert!(kept.dropped.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn finishing_a_batch_at_once_finishes_what_finishing_one_by_one_would() {
+        let kept: Arc<dyn Fallback> = Arc::new(Kept::default());
+        let latency = prometheus::Histogram::with_opts(prometheus::HistogramOpts::new("l", "l")).unwrap();
+        let (t, u) = (PartitionTracker::new("t", 0), PartitionTracker::new("t", 1));
+        let (ot, ou) = [&t, &u]
+            .map(|p| Origin::new(p.clone(), Some(latency.clone()), kept.clone()))
+            .into();
+        let at = |origin: &Arc<Origin>, offset| {
+            let data = RecordData {
+                timestamp_ms: Some(1),
+                ..RecordData::default()
+            };
+            InFlight::begin(origin.clone(), "t".into(), offset, data)
+        };
+        let t0 = at(&ot, 0);
+        let t1 = at(&ot, 1);
+        let u0 = at(&ou, 0);
+        let t2 = at(&ot, 2);
+        let (t0_out, t1_out, u0_out, t2_out) = (t0.split(), t1.split(), u0.split(), t2.split());
+        for processing in [t0, t1, u0, t2] {
+            processing.finish();
+        }
+        let t1_second = t1_out.split(); // record 1 of t has a second output, still out
+        // The partitions interleave in the batch, as records of several partitions do in a store's batch.
+        finish_all(vec![t2_out, u0_out, t1_out, t0_out]);
+        assert_eq!(
+            t.committable(),
+            Some(1),
+            "t's record 1 waits for its second output"
+        );
+        assert_eq!((t.in_flight(), u.in_flight()), (1, 0));
+        assert_eq!(u.committable(), Some(1));
+        assert_eq!(latency.get_sample_count(), 3, "one latency per record completed");
+        finish_all(vec![t1_second]);
+        assert_eq!((t.committable(), t.in_flight()), (Some(3), 0));
+        assert_eq!(latency.get_sample_count(), 4);
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl Lane {
     }
 
     fn flush_metrics(&mut self) {
+        self.scheduler.flush_gauges();
         // A slot dropped since (its binding or plugin left) flushed its counts as it went.
         for id in self.counted.drain(..) {
             if let Some(slot) = self.instances.get_mut(&id) {
@@ -269,22 +270,26 @@ impl Lane {
         for share in batch {
             self.enqueue(share);
         }
+        self.scheduler.flush_gauges();
     }
 
     /// Queues a record under its binding (records of no binding, or of two, under their topic: they are
     /// left unprocessed when their turn comes).
     fn enqueue(&mut self, share: Share) {
         self.follow_table();
-        let topic = share.record().topic.clone();
-        match self.route(&topic) {
+        // Borrowed from the lane's cache, not cloned: the binding's (and the topic's) reference counts are
+        // shared with the other lanes and threads, and would be written twice per record.
+        match cached_route(&mut self.routes, &self.table, &share.record().topic) {
             Ok(Some(b)) => {
-                let weight = b.config.weight;
-                if b.budget.is_some() {
+                if b.budget.is_some() && !self.budgets.contains_key(&*b.name) {
                     self.budgets.insert(b.name.clone(), b.clone());
                 }
-                self.scheduler.push(&b.name, weight, share)
+                self.scheduler.push(&b.name, b.config.weight, share)
             }
-            Ok(None) | Err(_) => self.scheduler.push(&topic, 1, share),
+            Ok(None) | Err(_) => {
+                let topic = share.record().topic.clone();
+                self.scheduler.push(&topic, 1, share)
+            }
         }
     }
 
@@ -305,15 +310,7 @@ impl Lane {
 
     /// The binding of `topic`, cached per topic until the table changes.
     fn route(&mut self, topic: &Arc<str>) -> Result<Option<Arc<Binding>>, Ambiguous> {
-        if let Some(r) = self.routes.get(topic) {
-            return r.clone();
-        }
-        let r = bindings::find(&self.table.snapshot(), topic);
-        if let Err(e) = &r {
-            self.table.report_ambiguous(topic, e);
-        }
-        self.routes.insert(topic.clone(), r.clone());
-        r
+        cached_route(&mut self.routes, &self.table, topic).clone()
     }
 
     /// Runs one record: its processing share is given back here, whatever happens. Returns the plugin time.
@@ -591,4 +588,23 @@ fn forward_log(binding: &str, rec: &InFlight, l: &millrace_runtime::LogLine) {
             tracing::debug!(target: "millrace::plugin", binding, topic, partition, offset, source = ?l.source, "{}", l.message)
         }
     }
+}
+
+/// The binding of `topic` from a lane's cache (`routes`, cleared when the table changes), looked up in the table
+/// the first time (reporting a topic two bindings match).
+fn cached_route<'a>(
+    routes: &'a mut FastMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
+    table: &BindingTable,
+    topic: &Arc<str>,
+) -> &'a Result<Option<Arc<Binding>>, Ambiguous> {
+    if !routes.contains_key(&**topic) {
+        let r = bindings::find(&table.snapshot(), topic);
+        if let Err(e) = &r {
+            table.report_ambiguous(topic, e);
+        }
+        routes.insert(topic.clone(), r);
+    }
+    routes
+        .get(&**topic)
+        .unwrap_or_else(|| unreachable!("inserted above"))
 }

@@ -140,6 +140,14 @@ impl PartitionTracker {
         lock(&self.state).finish(offset);
     }
 
+    /// Marks records finished, under one lock.
+    pub fn finish_all(&self, offsets: &[i64]) {
+        let mut s = lock(&self.state);
+        for &offset in offsets {
+            s.finish(offset);
+        }
+    }
+
     /// Gives a record up: it leaves the in-flight set (a drain does not wait for it) but the committable
     /// offset stops before it.
     pub fn abandon(&self, offset: i64) {

@@ -21,11 +21,16 @@ pub(super) const QUANTUM: Duration = Duration::from_millis(2);
 /// The records of one binding waiting in a lane.
 #[derive(Debug)]
 struct Queue {
+    /// The binding's name, the lane's own copy: the lane clones it for every record it runs, and a count
+    /// shared with the binding table and the other lanes would be written by every lane for every record.
+    name: Arc<str>,
     records: VecDeque<Share>,
     /// Credit left, in nanoseconds of plugin time (negative: in debt).
     deficit: i64,
     weight: u32,
     queued: prometheus::IntGauge,
+    /// Records queued minus records taken since `queued` was last updated (see [`Scheduler::flush_gauges`]).
+    unflushed: i64,
 }
 
 /// Per-binding queues of one lane, served in deficit round robin.
@@ -58,23 +63,43 @@ impl Scheduler {
     }
 
     /// Queues a record of `binding` (of `weight`).
-    pub(super) fn push(&mut self, binding: &Arc<str>, weight: u32, share: Share) {
+    pub(super) fn push(&mut self, binding: &str, weight: u32, share: Share) {
         let quantum = self.quantum;
-        let metrics = &self.metrics;
-        let q = self.queues.entry(binding.clone()).or_insert_with(|| Queue {
-            records: VecDeque::new(),
-            deficit: 0,
-            weight,
-            queued: metrics.binding_queued.with_label_values(&[binding]),
-        });
+        if !self.queues.contains_key(binding) {
+            let name: Arc<str> = Arc::from(binding);
+            let queue = Queue {
+                name: name.clone(),
+                records: VecDeque::new(),
+                deficit: 0,
+                weight,
+                queued: self.metrics.binding_queued.with_label_values(&[binding]),
+                unflushed: 0,
+            };
+            self.queues.insert(name, queue);
+        }
+        let Some(q) = self.queues.get_mut(binding) else {
+            return; // inserted above; unreachable (the dropped share would dead-letter its record visibly)
+        };
         q.weight = weight.max(1);
         if q.records.is_empty() {
             // Joins the round at its end, with one turn of credit (a debt from an earlier busy period stays).
             q.deficit = q.deficit.min(0) + quantum * i64::from(q.weight);
-            self.active.push_back(binding.clone());
+            self.active.push_back(q.name.clone());
         }
         q.records.push_back(share);
-        q.queued.inc();
+        q.unflushed += 1;
+    }
+
+    /// Brings the queued-records gauges up to date. The lane counts in its queues and updates the gauges, which
+    /// the lanes share, once per batch of records it takes and whenever it flushes its other metrics, not
+    /// twice per record.
+    pub(super) fn flush_gauges(&mut self) {
+        for q in self.queues.values_mut() {
+            if q.unflushed != 0 {
+                q.queued.add(q.unflushed);
+                q.unflushed = 0;
+            }
+        }
     }
 
     /// The next record to run and its binding, or `None` when nothing waits or every binding with records
@@ -104,7 +129,7 @@ impl Scheduler {
             skipped = 0;
             if q.deficit > 0 {
                 if let Some(share) = q.records.pop_front() {
-                    q.queued.dec();
+                    q.unflushed -= 1;
                     return Some((key, share));
                 }
                 continue;
@@ -120,9 +145,10 @@ impl Scheduler {
         self.active.clear();
         let mut all = Vec::new();
         for q in self.queues.values_mut() {
-            q.queued.sub(q.records.len() as i64);
+            q.unflushed -= q.records.len() as i64;
             all.extend(q.records.drain(..));
         }
+        self.flush_gauges();
         all
     }
 
@@ -143,6 +169,7 @@ impl Scheduler {
 
     /// Drops the queues of bindings that have nothing waiting and no debt (bindings removed long ago).
     pub(super) fn forget_idle(&mut self) {
+        self.flush_gauges();
         self.queues.retain(|_, q| !q.records.is_empty() || q.deficit < 0);
     }
 }

@@ -251,12 +251,10 @@ fn acknowledge<A: Acker>(
 ) -> (Vec<Item<A>>, String) {
     let mut retry = Vec::new();
     let mut last_reason = String::new();
+    let mut written = Vec::with_capacity(batch.len());
     for (item, r) in batch.into_iter().zip(results) {
         match r {
-            ItemResult::Ok => {
-                m.items_ok.inc();
-                item.ack.ok();
-            }
+            ItemResult::Ok => written.push(item.ack),
             ItemResult::Reject(reason) => {
                 m.items_rejected.inc();
                 item.ack.rejected(reason);
@@ -267,6 +265,8 @@ fn acknowledge<A: Acker>(
             }
         }
     }
+    m.items_ok.inc_by(written.len() as u64);
+    A::ok_all(written);
     (retry, last_reason)
 }
 

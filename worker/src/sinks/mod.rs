@@ -56,6 +56,16 @@ impl Payload {
 pub trait Acker: Send + 'static {
     /// Written.
     fn ok(self);
+    /// Written, every one of them (the items of an answered request): one call, so that an implementation
+    /// can share the work of acknowledging them.
+    fn ok_all(acks: Vec<Self>)
+    where
+        Self: Sized,
+    {
+        for ack in acks {
+            ack.ok();
+        }
+    }
     /// Refused by the store for good, with its reason.
     fn rejected(self, reason: String);
 }
