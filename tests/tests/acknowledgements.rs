@@ -36,7 +36,6 @@ async fn a_forgotten_acknowledgement_dead_letters_the_record_and_the_partition_m
     let take = |offset: i64| {
         InFlight::begin(
             origin.clone(),
-            source.as_str().into(),
             offset,
             RecordData {
                 timestamp_ms: Some(1_700_000_000_000 + offset),

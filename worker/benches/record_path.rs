@@ -51,13 +51,12 @@ fn data() -> RecordData {
 #[divan::bench(args = [256, 4096])]
 fn take_split_acknowledge(bencher: Bencher, in_flight: usize) {
     let tracker = PartitionTracker::new("client-acme", 3);
-    let topic: Arc<str> = "client-acme".into();
     let fallback: Arc<dyn Fallback> = Arc::new(Unused);
     let mut waiting: VecDeque<(Share, Share)> = VecDeque::with_capacity(in_flight + 1);
     let mut offset = 0i64;
     let origin = Origin::new(tracker.clone(), None, fallback);
     let mut take = |waiting: &mut VecDeque<(Share, Share)>| {
-        let processing = InFlight::begin(origin.clone(), topic.clone(), offset, data());
+        let processing = InFlight::begin(origin.clone(), offset, data());
         let outputs = (processing.split(), processing.split());
         processing.finish();
         waiting.push_back(outputs);

@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::offsets::PartitionTracker;
+use crate::bindings::Binding;
 use crate::kinds::DeadLetterKind;
 
 /// What happened to a share that was dropped without being given back.
@@ -55,6 +56,8 @@ pub trait Fallback: Send + Sync + std::fmt::Debug {
 #[derive(Debug)]
 pub struct Origin {
     tracker: Arc<PartitionTracker>,
+    /// The partition's topic, shared by its records.
+    topic: Arc<str>,
     /// Where to observe the time from a record's timestamp to its completion.
     latency: Option<prometheus::Histogram>,
     fallback: Arc<dyn Fallback>,
@@ -67,6 +70,7 @@ impl Origin {
         fallback: Arc<dyn Fallback>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            topic: Arc::from(tracker.topic.as_str()),
             tracker,
             latency,
             fallback,
@@ -81,9 +85,9 @@ impl Origin {
 /// A record between the moment it was taken and the moment all its outputs were acknowledged.
 pub struct InFlight {
     origin: Arc<Origin>,
-    /// The binding and plugin version (manifest digest) that processed the record, set by its lane.
-    pub plugin: OnceLock<(Arc<str>, Arc<str>)>,
-    pub topic: Arc<str>,
+    /// The binding (and so the plugin version) that processed the record, set by its lane: the lane's own
+    /// reference to it moves here, so routing a record writes the binding's shared count once, not three times.
+    pub binding: OnceLock<Arc<Binding>>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
@@ -111,7 +115,7 @@ impl Drop for InFlight {
 impl std::fmt::Debug for InFlight {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InFlight")
-            .field("topic", &self.topic)
+            .field("topic", self.topic())
             .field("partition", &self.partition)
             .field("offset", &self.offset)
             .field("outstanding", &self.outstanding.load(Ordering::Relaxed))
@@ -129,25 +133,24 @@ pub struct RecordData {
 }
 
 impl InFlight {
+    /// The topic the record came from.
+    pub fn topic(&self) -> &Arc<str> {
+        &self.origin.topic
+    }
+
     /// The id (KIP-516) of the topic incarnation the record came from, when the broker reports one.
     pub fn topic_id(&self) -> Option<&str> {
         self.origin.tracker.topic_id()
     }
 
     /// Registers a record just taken from `origin`'s partition and returns its processing share.
-    pub fn begin(origin: Arc<Origin>, topic: Arc<str>, offset: i64, data: RecordData) -> Share {
-        Self::begin_at(origin, topic, offset, data, Instant::now())
+    pub fn begin(origin: Arc<Origin>, offset: i64, data: RecordData) -> Share {
+        Self::begin_at(origin, offset, data, Instant::now())
     }
 
     /// [`InFlight::begin`] for a record taken at `taken`: the poll thread reads the clock once per round of
     /// records it takes (all already fetched, taken within microseconds), not once per record.
-    pub fn begin_at(
-        origin: Arc<Origin>,
-        topic: Arc<str>,
-        offset: i64,
-        data: RecordData,
-        taken: Instant,
-    ) -> Share {
+    pub fn begin_at(origin: Arc<Origin>, offset: i64, data: RecordData, taken: Instant) -> Share {
         origin.tracker.begin(offset);
         let bytes = RECORD_OVERHEAD
             + data.key.as_ref().map_or(0, Vec::len)
@@ -161,8 +164,7 @@ impl InFlight {
         let record = Arc::new(Self {
             partition: origin.tracker.partition,
             origin,
-            plugin: OnceLock::new(),
-            topic,
+            binding: OnceLock::new(),
             offset,
             timestamp_ms: data.timestamp_ms,
             key: data.key,
@@ -286,7 +288,7 @@ pub struct Share {
 impl std::fmt::Debug for Share {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Share")
-            .field("topic", &self.record.topic)
+            .field("topic", self.record.topic())
             .field("partition", &self.record.partition)
             .field("offset", &self.record.offset)
             .finish()
@@ -359,7 +361,7 @@ impl Drop for Share {
             }
             OnDrop::DeadLetter => {
                 fallback.dropped(record, Dropped::DeadLettered);
-                tracing::error!(topic = %record.topic, partition = record.partition, offset = record.offset,
+                tracing::error!(topic = %record.topic(), partition = record.partition, offset = record.offset,
                     "an acknowledgement was dropped without being given back; dead-lettering the record");
                 // The count this share holds passes to the dead letter's share.
                 let share = Share {
@@ -421,12 +423,7 @@ pub(crate) mod tests {
 
     pub(crate) fn take(t: &Arc<PartitionTracker>, offset: i64, fallback: &Arc<Kept>) -> Share {
         let f: Arc<dyn Fallback> = fallback.clone();
-        InFlight::begin(
-            Origin::new(t.clone(), None, f),
-            "t".into(),
-            offset,
-            RecordData::default(),
-        )
+        InFlight::begin(Origin::new(t.clone(), None, f), offset, RecordData::default())
     }
 
     #[test]
@@ -463,7 +460,7 @@ pub(crate) mod tests {
                 timestamp_ms: Some(1),
                 ..RecordData::default()
             };
-            InFlight::begin(origin.clone(), "t".into(), offset, data)
+            InFlight::begin(origin.clone(), offset, data)
         };
         let t0 = at(&ot, 0);
         let t1 = at(&ot, 1);

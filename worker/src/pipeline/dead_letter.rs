@@ -157,9 +157,9 @@ impl DeadLetters {
         }
         let message: String = message.chars().take(4096).collect();
         let (binding, digest) = r
-            .plugin
+            .binding
             .get()
-            .map_or(("none", ""), |(b, d)| (b.as_ref(), d.as_ref()));
+            .map_or(("none", ""), |b| (b.name.as_ref(), b.digest.as_ref()));
         let value_len = r.value.as_ref().map_or(0, Vec::len);
         let truncated = match trim {
             Trim::Whole => None,
@@ -177,7 +177,7 @@ impl DeadLetters {
             (headers::MESSAGE, Some(message.as_str())),
             (headers::PLUGIN_DIGEST, Some(digest)),
             (headers::BINDING, Some(binding)),
-            (headers::TOPIC, Some(r.topic.as_ref())),
+            (headers::TOPIC, Some(r.topic().as_ref())),
             (headers::PARTITION, Some(partition.as_str())),
             (headers::OFFSET, Some(offset.as_str())),
             (headers::TIMESTAMP, timestamp.as_deref()),
@@ -222,7 +222,7 @@ impl DeadLetters {
                         Trim::Bare
                     };
                     self.metrics.dead_letters_truncated.inc();
-                    tracing::warn!(topic = %self.topic, error = %e, source = %record.topic,
+                    tracing::warn!(topic = %self.topic, error = %e, source = %record.topic(),
                         partition = record.partition, offset = record.offset, ?trim,
                         "dead letter too large; writing it cut down");
                     continue;
@@ -265,7 +265,7 @@ impl Fallback for DeadLetters {
             .dead_letters
             .with_label_values(&[kind.as_str()])
             .inc();
-        tracing::debug!(topic = %record.topic, partition = record.partition, offset = record.offset,
+        tracing::debug!(topic = %record.topic(), partition = record.partition, offset = record.offset,
             kind = kind.as_str(), %message, "dead-lettering a record");
         // Given up (the runtime shuts down), the share leaves the record to be delivered again.
         let share = share.redeliver_if_dropped();

@@ -322,9 +322,8 @@ pub(super) struct Poll {
     pub drain_timeout: Duration,
 }
 
-/// Per topic: its name, shared by every record; per partition: the tracker.
+/// Per topic: its binding; per partition: what its records share (the tracker, the topic name) and its lane.
 struct TopicInfo {
-    name: Arc<str>,
     /// The binding the topic belongs to (as of the binding table's generation when this was made).
     binding: Option<Arc<str>>,
     /// What the records of each partition seen share (its tracker among them).
@@ -343,7 +342,6 @@ fn topic_info<'a>(
     // Looked up before inserting: no key allocated per record.
     if !topics.contains_key(topic) {
         let info = TopicInfo {
-            name: Arc::from(topic),
             binding: bindings::find(&table.snapshot(), topic)
                 .ok()
                 .flatten()
@@ -520,7 +518,6 @@ impl Poll {
             .unwrap_or_default();
         let share = InFlight::begin_at(
             origin,
-            info.name.clone(),
             msg.offset(),
             RecordData {
                 timestamp_ms: msg.timestamp().to_millis(),

@@ -279,7 +279,7 @@ impl Lane {
         self.follow_table();
         // Borrowed from the lane's cache, not cloned: the binding's (and the topic's) reference counts are
         // shared with the other lanes and threads, and would be written twice per record.
-        match cached_route(&mut self.routes, &self.table, &share.record().topic) {
+        match cached_route(&mut self.routes, &self.table, share.record().topic()) {
             Ok(Some(b)) => {
                 if b.budget.is_some() && !self.budgets.contains_key(&*b.name) {
                     self.budgets.insert(b.name.clone(), b.clone());
@@ -287,7 +287,7 @@ impl Lane {
                 self.scheduler.push(&b.name, b.config.weight, share)
             }
             Ok(None) | Err(_) => {
-                let topic = share.record().topic.clone();
+                let topic = share.record().topic().clone();
                 self.scheduler.push(&topic, 1, share)
             }
         }
@@ -322,7 +322,7 @@ impl Lane {
             return Duration::ZERO;
         }
         self.follow_table();
-        let binding = match self.route(&rec.topic) {
+        let binding = match self.route(rec.topic()) {
             Ok(Some(b)) => b,
             Ok(None) => {
                 // The binding was removed: the record is not processed and its offset is not committed.
@@ -337,11 +337,12 @@ impl Lane {
                 return Duration::ZERO;
             }
         };
-        let _ = rec.plugin.set((binding.name.clone(), binding.digest.clone()));
+        // The lane's reference moves into the record (dead letters name the binding and digest from it).
+        let binding: &Arc<Binding> = rec.binding.get_or_init(|| binding);
         let name = binding.config.name.as_str();
         self.follow_residency();
         if !self.instances.contains_key(&binding.id) {
-            let Some(plugin) = self.load_plugin(&binding, &rec) else {
+            let Some(plugin) = self.load_plugin(binding, &rec) else {
                 // Stopping while the plugin could not be loaded: delivered again later.
                 share.redeliver();
                 return Duration::ZERO;
@@ -376,7 +377,7 @@ impl Lane {
                 .scheduling_delay
                 .observe(rec.taken.elapsed().as_secs_f64());
         }
-        let Some(processed) = self.run_with_capacity(&binding, &rec) else {
+        let Some(processed) = self.run_with_capacity(binding, &rec) else {
             // Stopping while waiting for capacity: delivered again by whoever consumes the partition next.
             share.redeliver();
             return Duration::ZERO;
@@ -401,7 +402,7 @@ impl Lane {
         match processed.result {
             Ok(Verdict::Accepted(outputs)) => {
                 bm.accepted.inc();
-                self.router.route(&binding, &share, outputs, bm);
+                self.router.route(binding, &share, outputs, bm);
                 share.finish();
             }
             Ok(Verdict::Rejected { reason }) => {
@@ -483,7 +484,7 @@ impl Lane {
             slot.resident.touch();
             let headers = Header::borrow_all(&rec.headers);
             let processed = slot.instance.process(&Record {
-                topic: &rec.topic,
+                topic: rec.topic(),
                 partition: rec.partition,
                 offset: rec.offset,
                 timestamp_ms: rec.timestamp_ms,
@@ -572,7 +573,7 @@ impl Lane {
 
 fn forward_log(binding: &str, rec: &InFlight, l: &millrace_runtime::LogLine) {
     use millrace_runtime::LogLevel::*;
-    let (topic, partition, offset) = (rec.topic.as_ref(), rec.partition, rec.offset);
+    let (topic, partition, offset) = (rec.topic().as_ref(), rec.partition, rec.offset);
     // Plugin logs are rate-limited per instance by the runtime.
     match l.level {
         Error => {

@@ -158,7 +158,7 @@ impl Router {
                         let id = d.id().map_or_else(
                             || {
                                 default_document_id(
-                                    &rec.topic,
+                                    rec.topic(),
                                     rec.topic_id(),
                                     rec.partition,
                                     rec.offset,
