@@ -17,7 +17,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use super::offsets::PartitionTracker;
-use crate::bindings::Binding;
+use crate::bindings::ProcessedBy;
 use crate::kinds::DeadLetterKind;
 
 /// What happened to a share that was dropped without being given back.
@@ -85,9 +85,8 @@ impl Origin {
 /// A record between the moment it was taken and the moment all its outputs were acknowledged.
 pub struct InFlight {
     origin: Arc<Origin>,
-    /// The binding (and so the plugin version) that processed the record, set by its lane: the lane's own
-    /// reference to it moves here, so routing a record writes the binding's shared count once, not three times.
-    pub binding: OnceLock<Arc<Binding>>,
+    /// The binding and plugin version (manifest digest) that processed the record, set by its lane.
+    pub processed_by: OnceLock<Arc<ProcessedBy>>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
@@ -164,7 +163,7 @@ impl InFlight {
         let record = Arc::new(Self {
             partition: origin.tracker.partition,
             origin,
-            binding: OnceLock::new(),
+            processed_by: OnceLock::new(),
             offset,
             timestamp_ms: data.timestamp_ms,
             key: data.key,

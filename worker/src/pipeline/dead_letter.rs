@@ -157,9 +157,9 @@ impl DeadLetters {
         }
         let message: String = message.chars().take(4096).collect();
         let (binding, digest) = r
-            .binding
+            .processed_by
             .get()
-            .map_or(("none", ""), |b| (b.name.as_ref(), b.digest.as_ref()));
+            .map_or(("none", ""), |p| (p.binding.as_ref(), p.digest.as_ref()));
         let value_len = r.value.as_ref().map_or(0, Vec::len);
         let truncated = match trim {
             Trim::Whole => None,

@@ -337,12 +337,11 @@ impl Lane {
                 return Duration::ZERO;
             }
         };
-        // The lane's reference moves into the record (dead letters name the binding and digest from it).
-        let binding: &Arc<Binding> = rec.binding.get_or_init(|| binding);
+        let _ = rec.processed_by.set(binding.processed_by.clone());
         let name = binding.config.name.as_str();
         self.follow_residency();
         if !self.instances.contains_key(&binding.id) {
-            let Some(plugin) = self.load_plugin(binding, &rec) else {
+            let Some(plugin) = self.load_plugin(&binding, &rec) else {
                 // Stopping while the plugin could not be loaded: delivered again later.
                 share.redeliver();
                 return Duration::ZERO;
@@ -377,7 +376,7 @@ impl Lane {
                 .scheduling_delay
                 .observe(rec.taken.elapsed().as_secs_f64());
         }
-        let Some(processed) = self.run_with_capacity(binding, &rec) else {
+        let Some(processed) = self.run_with_capacity(&binding, &rec) else {
             // Stopping while waiting for capacity: delivered again by whoever consumes the partition next.
             share.redeliver();
             return Duration::ZERO;
@@ -402,7 +401,7 @@ impl Lane {
         match processed.result {
             Ok(Verdict::Accepted(outputs)) => {
                 bm.accepted.inc();
-                self.router.route(binding, &share, outputs, bm);
+                self.router.route(&binding, &share, outputs, bm);
                 share.finish();
             }
             Ok(Verdict::Rejected { reason }) => {
