@@ -63,7 +63,14 @@ impl Point {
         if self.has_timestamp {
             self.line.clone()
         } else {
-            format!("{} {timestamp_ns}", self.line)
+            // Joined by hand: one allocation of the right size, no `core::fmt` (once per point).
+            let mut digits = itoa::Buffer::new();
+            let ts = digits.format(timestamp_ns);
+            let mut line = String::with_capacity(self.line.len() + 1 + ts.len());
+            line.push_str(&self.line);
+            line.push(' ');
+            line.push_str(ts);
+            line
         }
     }
 }

@@ -82,12 +82,27 @@ fn classify(e: &rdkafka::error::KafkaError) -> Verdict {
     }
 }
 
+/// Characters of the error message a dead letter's header keeps.
+const MESSAGE_CHARS: usize = 4096;
+
+/// The error message cut to [`MESSAGE_CHARS`] characters.
+fn cut_message(message: &str) -> &str {
+    if message.len() <= MESSAGE_CHARS {
+        return message; // no more characters than bytes: nothing to count
+    }
+    message
+        .char_indices()
+        .nth(MESSAGE_CHARS)
+        .map_or(message, |(end, _)| &message[..end])
+}
+
 /// Writes dead letters. Cheap to clone.
 #[derive(Clone)]
 pub struct DeadLetters {
     producer: FutureProducer,
     topic: Arc<str>,
-    metrics: Metrics,
+    /// Shared: a dead letter's task holds a clone of all of this, and `Metrics` is a few dozen handles.
+    metrics: Arc<Metrics>,
     runtime: tokio::runtime::Handle,
     /// Set once the pipeline committed its last offsets (see `Fallback::is_closed`).
     closed: Arc<std::sync::atomic::AtomicBool>,
@@ -124,7 +139,7 @@ impl DeadLetters {
         Ok(Self {
             producer: c.create()?,
             topic: topic.into(),
-            metrics,
+            metrics: Arc::new(metrics),
             runtime,
             closed: Arc::default(),
             health,
@@ -155,7 +170,7 @@ impl DeadLetters {
                 });
             }
         }
-        let message: String = message.chars().take(4096).collect();
+        let message = cut_message(message);
         let (binding, digest) = r
             .processed_by
             .get()
@@ -174,7 +189,7 @@ impl DeadLetters {
         };
         for (key, value) in [
             (headers::KIND, Some(kind.as_str())),
-            (headers::MESSAGE, Some(message.as_str())),
+            (headers::MESSAGE, Some(message)),
             (headers::PLUGIN_DIGEST, Some(digest)),
             (headers::BINDING, Some(binding)),
             (headers::TOPIC, Some(r.topic().as_ref())),
@@ -290,9 +305,26 @@ impl Fallback for DeadLetters {
 
 #[cfg(test)]
 mod tests {
-    use super::{Verdict, classify};
+    use super::{MESSAGE_CHARS, Verdict, classify, cut_message};
     use rdkafka::error::KafkaError;
     use rdkafka::types::RDKafkaErrorCode as C;
+
+    #[test]
+    fn error_messages_are_cut_to_their_first_characters() {
+        assert_eq!(cut_message("short"), "short");
+        let ascii = "x".repeat(MESSAGE_CHARS);
+        assert_eq!(cut_message(&ascii), ascii);
+        assert_eq!(cut_message(&format!("{ascii}y")), ascii);
+        // Multi-byte characters: counted as characters, cut on a character boundary.
+        let wide = "é".repeat(MESSAGE_CHARS);
+        assert_eq!(cut_message(&wide), wide);
+        assert_eq!(cut_message(&format!("{wide}ü")), wide);
+        let mixed: String = "aé€😀".repeat(MESSAGE_CHARS);
+        assert_eq!(
+            cut_message(&mixed),
+            mixed.chars().take(MESSAGE_CHARS).collect::<String>()
+        );
+    }
 
     #[test]
     fn failures_are_classified_by_what_a_retry_can_do() {

@@ -22,7 +22,7 @@ use prometheus::local::{LocalHistogram, LocalIntCounter};
 use super::ack::{InFlight, Share};
 use super::router::Router;
 use super::scheduler::Scheduler;
-use crate::bindings::{self, Ambiguous, Binding, BindingTable};
+use crate::bindings::{self, Ambiguous, Binding, BindingTable, ProcessedBy};
 use crate::hashing::FastMap;
 use crate::kinds::DeadLetterKind;
 use crate::metrics::Metrics;
@@ -118,6 +118,38 @@ struct Slot {
     counted: bool,
 }
 
+/// A lane's own handle on a binding, made when the lane routes a topic to it. The lane takes a reference to
+/// the binding for every record it runs, and every record keeps who processed it (for its dead letters): on
+/// the binding's own counts both lanes and the sinks' threads would write one cache line for every record.
+/// These counts are this lane's (the sinks' threads still drop the records' references to `processed_by`).
+#[derive(Debug)]
+pub(super) struct LaneBinding {
+    pub binding: Arc<Binding>,
+    /// A copy of the binding's, allocated for this lane.
+    pub processed_by: Arc<ProcessedBy>,
+}
+
+impl LaneBinding {
+    fn new(binding: Arc<Binding>) -> Arc<Self> {
+        let processed_by = Arc::new(ProcessedBy {
+            binding: binding.processed_by.binding.clone(),
+            digest: binding.processed_by.digest.clone(),
+        });
+        Arc::new(Self {
+            binding,
+            processed_by,
+        })
+    }
+}
+
+impl std::ops::Deref for LaneBinding {
+    type Target = Binding;
+
+    fn deref(&self) -> &Binding {
+        &self.binding
+    }
+}
+
 /// A processing lane: a thread with its own plugin instances.
 pub(super) struct Lane {
     table: Arc<BindingTable>,
@@ -125,7 +157,7 @@ pub(super) struct Lane {
     instances: FastMap<u64, Slot>,
     seen_generation: u64,
     /// The binding of each topic seen, for the table of `seen_generation`.
-    routes: FastMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
+    routes: FastMap<Arc<str>, Result<Option<Arc<LaneBinding>>, Ambiguous>>,
     router: Router,
     metrics: Metrics,
     scheduler: Scheduler,
@@ -282,7 +314,7 @@ impl Lane {
         match cached_route(&mut self.routes, &self.table, share.record().topic()) {
             Ok(Some(b)) => {
                 if b.budget.is_some() && !self.budgets.contains_key(&*b.name) {
-                    self.budgets.insert(b.name.clone(), b.clone());
+                    self.budgets.insert(b.name.clone(), b.binding.clone());
                 }
                 self.scheduler.push(&b.name, b.config.weight, share)
             }
@@ -309,7 +341,7 @@ impl Lane {
     }
 
     /// The binding of `topic`, cached per topic until the table changes.
-    fn route(&mut self, topic: &Arc<str>) -> Result<Option<Arc<Binding>>, Ambiguous> {
+    fn route(&mut self, topic: &Arc<str>) -> Result<Option<Arc<LaneBinding>>, Ambiguous> {
         cached_route(&mut self.routes, &self.table, topic).clone()
     }
 
@@ -593,16 +625,16 @@ fn forward_log(binding: &str, rec: &InFlight, l: &millrace_runtime::LogLine) {
 /// The binding of `topic` from a lane's cache (`routes`, cleared when the table changes), looked up in the table
 /// the first time (reporting a topic two bindings match).
 fn cached_route<'a>(
-    routes: &'a mut FastMap<Arc<str>, Result<Option<Arc<Binding>>, Ambiguous>>,
+    routes: &'a mut FastMap<Arc<str>, Result<Option<Arc<LaneBinding>>, Ambiguous>>,
     table: &BindingTable,
     topic: &Arc<str>,
-) -> &'a Result<Option<Arc<Binding>>, Ambiguous> {
+) -> &'a Result<Option<Arc<LaneBinding>>, Ambiguous> {
     if !routes.contains_key(&**topic) {
         let r = bindings::find(&table.snapshot(), topic);
         if let Err(e) = &r {
             table.report_ambiguous(topic, e);
         }
-        routes.insert(topic.clone(), r);
+        routes.insert(topic.clone(), r.map(|b| b.map(LaneBinding::new)));
     }
     routes
         .get(&**topic)

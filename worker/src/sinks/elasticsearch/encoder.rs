@@ -53,15 +53,25 @@ pub(super) fn encode(batch: &[&Payload], data_streams: &[String]) -> Result<Bulk
     let mut body = Vec::with_capacity(batch.iter().map(|p| p.len()).sum());
     let mut sent = Vec::with_capacity(batch.len());
     let mut results = vec![ItemResult::Ok; batch.len()];
+    // The documents of a batch mostly share their index: its glob match is kept for the next document.
+    let mut last: Option<(&str, bool)> = None;
     for (i, p) in batch.iter().enumerate() {
         match p {
             Payload::Document { index, id, body: doc } => {
-                if doc.contains(['\n', '\r']) || doc.is_empty() {
+                if doc.is_empty() || memchr::memchr2(b'\n', b'\r', doc.as_bytes()).is_some() {
                     results[i] = ItemResult::Reject("the document is not one line of JSON".into());
                     continue;
                 }
+                let stream = match last {
+                    Some((name, stream)) if name == index.as_str() => stream,
+                    _ => {
+                        let stream = is_data_stream(data_streams, index);
+                        last = Some((index, stream));
+                        stream
+                    }
+                };
                 let target = Target { index, id };
-                let action = if is_data_stream(data_streams, index) {
+                let action = if stream {
                     Action::Create(target)
                 } else {
                     Action::Index(target)
@@ -99,11 +109,16 @@ mod tests {
     #[test]
     fn data_streams_are_written_with_create_and_other_indices_with_index() {
         let globs = ["logs-*-*".to_string(), "events".to_string()];
+        // Runs of one index and changes between them: each document gets its own index's action.
         let payloads = [
             doc("logs-app-default", "1", "{}"),
             doc("logs-app", "2", "{}"),
+            doc("logs-app", "2b", "{}"),
             doc("events", "3", "{}"),
+            doc("events", "3b", "{}"),
             doc("events-x", "4", "{}"),
+            doc("logs-app-default", "5", "{}"),
+            doc("logs-app-default", "6", "{}"),
         ];
         let bulk = encode(&payloads.iter().collect::<Vec<_>>(), &globs).unwrap();
         let actions: Vec<String> = lines(&bulk.body)
@@ -111,7 +126,12 @@ mod tests {
             .step_by(2)
             .map(|a| a.as_object().unwrap().keys().next().unwrap().clone())
             .collect();
-        assert_eq!(actions, ["create", "index", "create", "index"]);
+        assert_eq!(
+            actions,
+            [
+                "create", "index", "index", "create", "create", "index", "create", "create"
+            ]
+        );
         assert!(is_data_stream(&globs, "logs-a-b-c"));
         assert!(!is_data_stream(&globs, "xlogs-a-b"));
     }
@@ -172,11 +192,15 @@ mod tests {
             Payload::Line("cpu value=1".into()),
             doc("i", "2", "{\n\"pretty\": true\n}"),
             doc("i", "3", "{\"ok\":1}"),
+            doc("i", "4", "{\"a\":\"x\"}\r"),
+            doc("i", "5", ""),
         ];
         let bulk = encode_plain(&payloads.iter().collect::<Vec<_>>()).unwrap();
         assert_eq!(bulk.sent, [0, 3]);
         assert!(matches!(&bulk.results[1], ItemResult::Reject(r) if r.contains("point")));
-        assert!(matches!(&bulk.results[2], ItemResult::Reject(r) if r.contains("one line")));
+        for rejected in [2, 4, 5] {
+            assert!(matches!(&bulk.results[rejected], ItemResult::Reject(r) if r.contains("one line")));
+        }
         let lines = lines(&bulk.body);
         assert_eq!(lines.len(), 4);
         assert_eq!(lines[2]["index"]["_id"], "3");
