@@ -2,8 +2,10 @@
 # `make bench`: benchmarks, each with a baseline measured in the same run; figures go to BENCHMARKS.md.
 #   MILLRACE_BENCH_SECONDS   measurement time per run (default 3)
 #   MILLRACE_BENCH_MANY      binding counts of the many-clients section (default "10 100 300 1000"; scripts/bench/many.sh)
-#   MILLRACE_BENCH_RECORDS   records per pipeline run (default 500000: a few seconds of measured span; with
-#                            200000 only about one second was measured and runs varied by +-30%)
+#   MILLRACE_BENCH_RECORDS   records per pipeline run (default 1000000: 2-3 s of measured span; with 200000
+#                            only about one second was measured and runs varied by +-30%)
+#   MILLRACE_BENCH_REPEATS   runs of the worker with blackhole stores, each on a topic of its own; the section
+#                            reports their median and range (default 3: single runs on this VM spread +-15%)
 #   MILLRACE_BENCH_ROUNDS    interleaved native/wasm rounds behind the runtime section's ratios (default 15)
 #   MILLRACE_BENCH_SECTIONS  the sections to run (default "runtime host-path registry pipeline many"): each
 #                            rewrites only its own part of BENCHMARKS.md
@@ -107,7 +109,8 @@ fi
 
 if section pipeline; then
 echo "== pipeline: Kafka -> plugin -> stores, against a do-nothing consumer and a blackhole store" >&2
-N=${MILLRACE_BENCH_RECORDS:-500000}
+N=${MILLRACE_BENCH_RECORDS:-1000000}
+REPEATS=${MILLRACE_BENCH_REPEATS:-3}
 scripts/stack/stack.sh up
 cargo build --release -p millrace-tests --example bench_pipeline
 BP=target/release/examples/bench_pipeline
@@ -128,7 +131,7 @@ run_worker() { # name topic influx es -> prints wait JSON
     "$BP" wait "$KAFKA" "$group" "$2" "$N" "$pid"
     kill -TERM "$pid"; wait "$pid" || true
 }
-for t in real influx blackhole; do
+for t in real influx $(seq -f 'blackhole-%g' "$REPEATS"); do
     "$BP" produce "$KAFKA" "$RUN-$t" "$OUT/pipeline.ndjson" >/dev/null
 done
 {
@@ -136,12 +139,15 @@ done
     printf '{"run":"raw","r":%s}\n' "$("$BP" raw "$KAFKA" "$RUN-real" "$N")"
     echo "  worker -> InfluxDB + Elasticsearch API" >&2
     printf '{"run":"stores","r":%s}\n' "$(run_worker stores "$RUN-real" "http://$INFLUX" "http://$ES")"
-    echo "  worker -> blackhole" >&2
     BH_PORT=$(free_port)
     "$BP" blackhole "$BH_PORT" &
     BH=$!
     sleep 0.5
-    printf '{"run":"blackhole","r":%s}\n' "$(run_worker blackhole "$RUN-blackhole" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT")"
+    for i in $(seq "$REPEATS"); do
+        echo "  worker -> blackhole ($i of $REPEATS)" >&2
+        printf '{"run":"blackhole","repeat":%s,"r":%s}\n' "$i" \
+            "$(run_worker "blackhole-$i" "$RUN-blackhole-$i" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT")"
+    done
     echo "  worker -> InfluxDB + blackhole documents, and InfluxDB's own ceiling" >&2
     printf '{"run":"influx","r":%s}\n' "$(run_worker influx "$RUN-influx" "http://$INFLUX" "http://127.0.0.1:$BH_PORT")"
     printf '{"run":"influx-ceiling","r":%s}\n' "$("$BP" influx-ceiling "http://$INFLUX" "$RUN" "$OUT/pipeline.ndjson")"

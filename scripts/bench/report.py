@@ -203,7 +203,18 @@ def registry_section(lines: list) -> str:
 
 def pipeline_section(lines: list) -> str:
     r = {d["run"]: d["r"] for d in lines}
-    raw, stores, bh = r.get("raw", {}), r.get("stores", {}), r.get("blackhole", {})
+    # The blackhole runs (MILLRACE_BENCH_REPEATS): the median of their rates and, separately, of their CPU.
+    bhs = [d["r"] for d in lines if d["run"] == "blackhole"]
+    def median(xs):
+        xs = sorted(xs)
+        return (xs[(len(xs) - 1) // 2] + xs[len(xs) // 2]) / 2 if xs else 0
+    bh = {
+        "records_per_s": median([x.get("records_per_s", 0) for x in bhs]),
+        "cpu_us_per_record": median([x.get("cpu_us_per_record", 0) for x in bhs]),
+        "records": median([x.get("records", 0) for x in bhs]),
+        "seconds": median([x.get("seconds", 0) for x in bhs]),
+    }
+    raw, stores = r.get("raw", {}), r.get("stores", {})
     influx, ceiling = r.get("influx", {}), r.get("influx-ceiling", {})
     lat_s, lat_b = r.get("latency-stores", {}), r.get("latency-blackhole", {})
     def rate(x):
@@ -226,15 +237,22 @@ def pipeline_section(lines: list) -> str:
         "with both stores replaced by a counting HTTP blackhole (the cost of the real stores). The broker, the "
         "stores and the worker share the machine's 2 cores. Latency: records produced at a steady rate while "
         "the worker runs, from the Kafka timestamp to all outputs acknowledged (upper bounds of histogram buckets). "
-        f"Measured span of the blackhole run: {bh.get('records', 0):,.0f} records in {bh.get('seconds', 0):.1f} s "
-        "(`MILLRACE_BENCH_RECORDS` per topic).",
+        f"Measured span of a blackhole run (median): {bh.get('records', 0):,.0f} records in {bh.get('seconds', 0):.1f} s "
+        "(`MILLRACE_BENCH_RECORDS` per topic). The worker with blackhole stores runs "
+        f"{len(bhs)} times (`MILLRACE_BENCH_REPEATS`), each on a topic of its own: single runs on this VM spread by "
+        "+-15%, so the table gives the median records/s and, separately, the median CPU per record; the runs "
+        "themselves are listed below it.",
         "",
         "| run | records/s | of raw consume | worker CPU us/record |",
         "| --- | ---: | ---: | ---: |",
         f"| raw consume, do-nothing consumer | {rate(raw)} | 100% | |",
         f"| worker -> InfluxDB 1.x + Elasticsearch API | {rate(stores)} | {of_raw(stores)} | {cpu(stores)} |",
         f"| worker -> InfluxDB 1.x + blackhole documents | {rate(influx)} | {of_raw(influx)} | {cpu(influx)} |",
-        f"| worker -> blackhole stores | {rate(bh)} | {of_raw(bh)} | {cpu(bh)} |",
+        f"| worker -> blackhole stores, median of {len(bhs)} | {rate(bh)} | {of_raw(bh)} | {cpu(bh)} |",
+        "",
+        "Blackhole runs: " + "; ".join(
+            f"{rate(x)} records/s, {cpu(x)} us/record" for x in bhs
+        ) + ".",
         "",
         f"InfluxDB's own ceiling in the same run (the worker's batches and concurrency: {ceiling.get('batch', 'n/a')} "
         f"points per gzipped request, {ceiling.get('concurrency', 'n/a')} at once, no Kafka, no plugin): "
