@@ -31,7 +31,7 @@ run() { # label binary round
     worker_config "$topic" "$topic" "http://127.0.0.1:$BH_PORT" "http://127.0.0.1:$BH_PORT" "$port" >"$OUT/$1-$3.toml"
     RUST_LOG=warn "$2" worker --config "$OUT/$1-$3.toml" 2>"$OUT/$1-$3.log" &
     local pid=$!
-    printf '{"run":"%s","round":%s,"r":%s}\n' "$1" "$3" "$("$BP" wait "$KAFKA" "$topic" "$topic" "$N" "$pid")"
+    printf '{"run":"%s","round":%s,"r":%s}\n' "$1" "$3" "$("$BP" wait "$KAFKA" "$topic" "$topic" "$N" "$pid" "127.0.0.1:$port")"
     kill -TERM "$pid"; wait "$pid" || true
 }
 printf '{"run":"raw","r":%s}\n' "$("$BP" produce "$KAFKA" "$RUN-raw" "$OUT/corpus.ndjson" >/dev/null; "$BP" raw "$KAFKA" "$RUN-raw" "$N")"

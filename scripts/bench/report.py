@@ -226,17 +226,24 @@ def pipeline_section(lines: list) -> str:
         return f"{x.get('cpu_us_per_record', 0):.1f}"
     def ms(v):
         return "n/a" if v is None else f"<= {v * 1000:g} ms"
+    def lat(x, p):
+        bound, est = x.get(f"p{p}_le_s"), x.get(f"p{p}_est_s")
+        return ms(bound) + ("" if est is None else f" (~{est * 1000:.0f} ms)")
     return "\n".join([
         f"Measured {time.strftime('%Y-%m-%d')} on {machine()}.",
         "",
         "Method: the seed corpus (~300 B records; 60% metrics, 35% logs, 5% unknown types that are "
         "dead-lettered) is produced to a 4-partition topic, then one `millrace worker` (release build, 2 lanes) "
-        "drains it through `seed-router`. Throughput is measured from a quarter of the records committed to the "
-        "last (plugins loaded, group joined, the start-up burst over); CPU is the worker process's user+system time over the same span. In the "
+        "drains it through `seed-router`. Throughput is measured from a quarter of the records finished (all "
+        "outputs acknowledged or dead-lettered: the worker's `millrace_record_latency_seconds_count`, read every "
+        "20 ms) to the last (plugins loaded, group joined, the start-up burst over), and the run ends when every "
+        "offset is committed; CPU is the worker process's user+system time over the same span. In the "
         "same run: a do-nothing rdkafka consumer over the same topic (the broker's ceiling here), and the worker "
         "with both stores replaced by a counting HTTP blackhole (the cost of the real stores). The broker, the "
         "stores and the worker share the machine's 2 cores. Latency: records produced at a steady rate while "
-        "the worker runs, from the Kafka timestamp to all outputs acknowledged (upper bounds of histogram buckets). "
+        "the worker runs, from the Kafka timestamp to all outputs acknowledged (upper bounds of histogram buckets, "
+        "with in brackets the estimate within the bucket that Prometheus's histogram_quantile() makes); the "
+        "do-nothing consumer of the same records joins while the worker does, before they flow. "
         f"Measured span of a blackhole run (median): {bh.get('records', 0):,.0f} records in {bh.get('seconds', 0):.1f} s "
         "(`MILLRACE_BENCH_RECORDS` per topic). The worker with blackhole stores runs "
         f"{len(bhs)} times (`MILLRACE_BENCH_REPEATS`), each on a topic of its own: single runs on this VM spread by "
@@ -263,7 +270,7 @@ def pipeline_section(lines: list) -> str:
         "| latency run | rate | records | p50 | p99 | do-nothing consumer p50 / p99 |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         *[
-            f"| {name} | {x.get('rate', 0):,}/s | {x.get('records', 0):,.0f} | {ms(x.get('p50_le_s'))} | {ms(x.get('p99_le_s'))} "
+            f"| {name} | {x.get('rate', 0):,}/s | {x.get('records', 0):,.0f} | {lat(x, 50)} | {lat(x, 99)} "
             f"| {x.get('raw_p50_ms')} ms / {x.get('raw_p99_ms')} ms |"
             for name, x in [("real stores", lat_s), ("blackhole stores", lat_b)]
         ],
