@@ -42,9 +42,10 @@ pub struct Binding {
 }
 
 /// Which binding and plugin version processed a record, as its dead letters say (`millrace.binding`,
-/// `millrace.plugin.digest`). One allocation of its own, held by every record the binding processes: a record
+/// `millrace.plugin.digest`). One allocation of its own, held by the records a binding processes: a record
 /// takes one reference, not one to each name, and the count that the sinks' threads write as records complete
-/// stays off the cache lines of the binding's fields that the lanes read for every record.
+/// stays off the cache lines of the binding's fields that the lanes read for every record. Each lane makes its
+/// own copy (`pipeline::lane::LaneBinding`), so the lanes do not share that count either.
 #[derive(Debug)]
 pub struct ProcessedBy {
     pub binding: Arc<str>,
