@@ -24,8 +24,6 @@ use crate::resident::{Residency, ResidentPlugin};
 /// One version of a binding: its configuration and the plugin it runs.
 #[derive(Debug)]
 pub struct Binding {
-    /// What the records this version processes say about it (their dead letters' headers).
-    pub processed_by: Arc<ProcessedBy>,
     /// Unique per version: a lane keeps one plugin instance per id.
     pub id: u64,
     pub config: BindingConfig,
@@ -42,10 +40,9 @@ pub struct Binding {
 }
 
 /// Which binding and plugin version processed a record, as its dead letters say (`millrace.binding`,
-/// `millrace.plugin.digest`). One allocation of its own, held by the records a binding processes: a record
-/// takes one reference, not one to each name, and the count that the sinks' threads write as records complete
-/// stays off the cache lines of the binding's fields that the lanes read for every record. Each lane makes its
-/// own copy (`pipeline::lane::LaneBinding`), so the lanes do not share that count either.
+/// `millrace.plugin.digest`): a binding version's name and digest. Each lane makes one per binding version it
+/// routes to (`pipeline::lane::LaneBinding`) and every record it runs takes a reference: one reference, not one
+/// to each name, on a count that neither the binding's own fields nor the other lane share.
 #[derive(Debug)]
 pub struct ProcessedBy {
     pub binding: Arc<str>,
@@ -509,10 +506,6 @@ impl Reloader {
             previous = existing.as_ref().map(|e| e.digest.to_string()), "binding loaded");
         let (name, digest): (Arc<str>, Arc<str>) = (Arc::from(b.name.as_str()), Arc::from(digest.as_str()));
         Outcome::Loaded(Arc::new(Binding {
-            processed_by: Arc::new(ProcessedBy {
-                binding: name.clone(),
-                digest: digest.clone(),
-            }),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name,
             config: b.clone(),

@@ -125,15 +125,15 @@ struct Slot {
 #[derive(Debug)]
 pub(super) struct LaneBinding {
     pub binding: Arc<Binding>,
-    /// A copy of the binding's, allocated for this lane.
+    /// The binding's name and digest, allocated for this lane.
     pub processed_by: Arc<ProcessedBy>,
 }
 
 impl LaneBinding {
     fn new(binding: Arc<Binding>) -> Arc<Self> {
         let processed_by = Arc::new(ProcessedBy {
-            binding: binding.processed_by.binding.clone(),
-            digest: binding.processed_by.digest.clone(),
+            binding: binding.name.clone(),
+            digest: binding.digest.clone(),
         });
         Arc::new(Self {
             binding,
