@@ -149,6 +149,60 @@ async fn es_counts_per_topic(pattern: &str) -> Result<BTreeMap<String, u64>> {
     Ok(counts)
 }
 
+/// Waits up to 120 s until the counts per topic that `counts` reads from a store add up to `want`. A timeout
+/// fails with what the store held and the worker's sink and in-flight metrics (those not 0), so that a run
+/// whose accepted records do not land says where their outputs stopped (unwritten, retried, a sink down).
+async fn landed<F, Fut>(f: &Fleet, what: &str, want: u64, mut counts: F) -> BTreeMap<String, u64>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<BTreeMap<String, u64>>>,
+{
+    let timeout = Duration::from_secs(120);
+    let deadline = Instant::now() + timeout;
+    loop {
+        let read = counts().await;
+        if let Ok(c) = &read
+            && c.values().sum::<u64>() >= want
+        {
+            return c.clone();
+        }
+        if Instant::now() >= deadline {
+            let held = match &read {
+                Ok(c) => {
+                    let mut fewest: Vec<_> = c.iter().collect();
+                    fewest.sort_by_key(|(_, n)| **n);
+                    fewest.truncate(5);
+                    format!(
+                        "{} of {want} in {} topics, the fewest: {fewest:?}",
+                        c.values().sum::<u64>(),
+                        c.len()
+                    )
+                }
+                Err(e) => format!("the store could not be read: {e:#}"),
+            };
+            let text = f.metrics().await;
+            let worker: Vec<&str> = text
+                .lines()
+                .filter(|l| {
+                    [
+                        "millrace_sink_",
+                        "millrace_in_flight_",
+                        "millrace_dead_letters_total",
+                    ]
+                    .iter()
+                    .any(|p| l.starts_with(p))
+                        && !l.contains("_bucket{")
+                        && !l.ends_with(" 0")
+                })
+                .collect();
+            panic!(
+                "timed out after {timeout:?} waiting for {what}: {held}; the worker's metrics: {worker:#?}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// What one many-clients run observed.
 #[derive(Debug)]
 struct Figures {
@@ -311,31 +365,20 @@ async fn many_clients(
     assert_eq!(accepted, total, "every record ran once, accepted");
 
     let want: BTreeMap<String, u64> = topics.iter().map(|t| (t.clone(), records as u64)).collect();
-    let points = eventually(
-        Duration::from_secs(120),
+    let points = landed(
+        &f,
         "every client's points in InfluxDB",
-        || async {
-            influx_counts_per_topic(&f.db)
-                .await
-                .ok()
-                .filter(|c| c.values().sum::<u64>() >= (clients * records) as u64)
-        },
+        (clients * records) as u64,
+        || influx_counts_per_topic(&f.db),
     )
     .await;
     assert_eq!(points, want, "points per client");
     let pattern = format!("envelope-{}-*", f.uid);
-    let docs = eventually(
-        Duration::from_secs(120),
+    let docs = landed(
+        &f,
         "every client's documents in Elasticsearch",
-        || {
-            let pattern = pattern.clone();
-            async move {
-                es_counts_per_topic(&pattern)
-                    .await
-                    .ok()
-                    .filter(|c| c.values().sum::<u64>() >= (clients * records) as u64)
-            }
-        },
+        (clients * records) as u64,
+        || es_counts_per_topic(&pattern),
     )
     .await;
     assert_eq!(docs, want, "documents per client");
