@@ -7,6 +7,8 @@
 //!   records overwrite their own points: the count stays. With `point_timestamps = "record"` the same burst
 //!   merges (the behaviour before the change, kept as an option), which also proves the burst shares
 //!   milliseconds.
+//! - Bursts compressed by the producer with each of Kafka's codecs (gzip, snappy, lz4, zstd), as standard
+//!   clients configure `compression.type`, land whole: one point per record, offsets committed to the end.
 //! - Dead letters outlive their source: a dead letter's Kafka timestamp is when it was written (the source
 //!   record's stays in `millrace.source.timestamp`), so retention counts from the failure.
 //! - A dead letter too large for the producer (a 1.5 MB record the plugin rejects) is written cut down, with
@@ -42,12 +44,18 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 /// Produces `n` metric records of one series (`source=burst`) as fast as the client batches them, with the
 /// timestamps the client assigns (CreateTime, milliseconds): many records share one.
 async fn burst(topic: &str, n: usize) -> Result<()> {
+    burst_of(topic, n, "burst", "none").await
+}
+
+/// [`burst`] with the series' `source` tag and the producer's `compression.type` given.
+async fn burst_of(topic: &str, n: usize, source: &str, compression: &str) -> Result<()> {
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", addr("kafka"))
         .set("linger.ms", "5")
+        .set("compression.type", compression)
         .create()?;
     let sends = (0..n).map(|i| {
-        let value = format!(r#"{{"type":"metric","source":"burst","unit":"C","value":{i}}}"#);
+        let value = format!(r#"{{"type":"metric","source":"{source}","unit":"C","value":{i}}}"#);
         let producer = producer.clone();
         async move {
             producer
@@ -66,15 +74,20 @@ async fn burst(topic: &str, n: usize) -> Result<()> {
 
 /// Points of `env_metrics` with `source=burst` in the database, and the distinct values among them.
 async fn burst_points(db: &str) -> Result<(u64, u64)> {
+    points_of(db, "burst").await
+}
+
+/// Points of `env_metrics` with the `source` tag given, and the distinct values among them.
+async fn points_of(db: &str, source: &str) -> Result<(u64, u64)> {
     let v = influx_query(
         db,
-        "SELECT count(\"value\") FROM env_metrics WHERE source = 'burst'",
+        &format!("SELECT count(\"value\") FROM env_metrics WHERE source = '{source}'"),
     )
     .await?;
     let count = v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
     let v = influx_query(
         db,
-        "SELECT count(distinct(\"value\")) FROM env_metrics WHERE source = 'burst'",
+        &format!("SELECT count(distinct(\"value\")) FROM env_metrics WHERE source = '{source}'"),
     )
     .await?;
     let distinct = v["results"][0]["series"][0]["values"][0][1].as_u64().unwrap_or(0);
@@ -173,6 +186,49 @@ async fn a_burst_of_one_series_keeps_one_point_per_record_also_when_delivered_ag
     assert!(
         merged < N as u64,
         "the burst shares milliseconds (else this test proves nothing): {merged} points"
+    );
+    Ok(())
+}
+
+/// Standard clients compress their batches (`compression.type` of the Java, librdkafka and Go clients): a burst
+/// in each codec Kafka defines lands whole, one point per record, and the offsets are committed to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bursts_compressed_with_each_kafka_codec_land_one_point_per_record() -> Result<()> {
+    const N: usize = 1_000;
+    const CODECS: [&str; 4] = ["gzip", "snappy", "lz4", "zstd"];
+    let uid = unique("codec").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let plugin = format!("{repo}@{digest}");
+    let db = format!("db_{uid}");
+    create_db(&db).await?;
+    let topic = format!("codec-{uid}");
+    for codec in CODECS {
+        burst_of(&topic, N, codec, codec).await?;
+    }
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let dlq = unique("dlq");
+    let config = TestConfig::for_group(&format!("g-{uid}"))
+        .registry_cache(dir.path())
+        .binding(Binding::topic(&topic).plugin(&plugin).measurements(["env_"]))
+        .influxdb(&db)
+        .dead_letter(&dlq)
+        .metrics_port(port)
+        .batching(|b| b.set("linger", "50ms"));
+    run_until_processed(config, port, N * CODECS.len()).await?;
+    for codec in CODECS {
+        assert_eq!(
+            points_of(&db, codec).await?,
+            (N as u64, N as u64),
+            "a burst compressed with {codec}: one point per record"
+        );
+    }
+    let offsets = committed(&format!("g-{uid}"), &[topic.as_str()])?;
+    assert_eq!(
+        offsets.get(&topic).copied(),
+        Some((N * CODECS.len()) as i64),
+        "offsets committed to the end"
     );
     Ok(())
 }
