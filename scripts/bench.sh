@@ -137,6 +137,13 @@ done
 {
     echo "  raw consume" >&2
     printf '{"run":"raw","r":%s}\n' "$("$BP" raw "$KAFKA" "$RUN-real" "$N")"
+    # The plugin's own time per record in the same run: with the do-nothing consumer's CPU per record, the floor
+    # under the worker's CPU per record (goal 2 of issue 16). Five runs of a second; the report takes the fastest,
+    # since noise on this VM only ever adds time (a floor must not be raised by it).
+    echo "  seed-router alone (plugin bench, 5 runs)" >&2
+    for _ in 1 2 3 4 5; do
+        printf '{"run":"plugin","r":%s}\n' "$("$MILLRACE" plugin bench plugins/dist/seed_router.wasm -i "$OUT/seed.ndjson" --seconds 1)"
+    done
     echo "  worker -> InfluxDB + Elasticsearch API" >&2
     printf '{"run":"stores","r":%s}\n' "$(run_worker stores "$RUN-real" "http://$INFLUX" "http://$ES")"
     BH_PORT=$(free_port)

@@ -122,11 +122,14 @@ fn raw(brokers: &str, topic: &str, count: u64) -> Result<()> {
                     .as_millis() as i64;
                 lags.push(now - ts);
             }
-            start.get_or_insert_with(Instant::now);
+            start.get_or_insert_with(|| (Instant::now(), cpu_seconds(std::process::id())));
             n += 1;
         }
     }
-    let secs = start.map_or(0.0, |s| s.elapsed().as_secs_f64());
+    let secs = start.map_or(0.0, |(s, _)| s.elapsed().as_secs_f64());
+    // This process's CPU over the same span: librdkafka fetching and handing over each record and nothing else,
+    // the floor under what any consumer of the topic spends per record (the worker's CPU per record compares).
+    let cpu = start.map_or(0.0, |(_, c0)| cpu_seconds(std::process::id()) - c0);
     lags.sort_unstable();
     let p = |q: f64| {
         lags.get(((lags.len() as f64 * q) as usize).min(lags.len().saturating_sub(1)))
@@ -135,6 +138,7 @@ fn raw(brokers: &str, topic: &str, count: u64) -> Result<()> {
     println!(
         "{}",
         json!({"consumed": n, "seconds": secs, "records_per_s": n as f64 / secs,
+               "cpu_seconds": cpu, "cpu_us_per_record": cpu * 1e6 / n.max(1) as f64,
                "timestamp_lag_ms_p50": p(0.5), "timestamp_lag_ms_p99": p(0.99)})
     );
     Ok(())
