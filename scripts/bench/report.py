@@ -299,7 +299,8 @@ def floor_note(raw: dict, plugin: dict, bh: dict) -> str:
         f"record (librdkafka fetching, decoding and handing over each record, nothing else), and `seed-router` "
         f"alone takes {run:.2f} us per record in the sandbox (`millrace plugin bench` on the same corpus: encode, "
         f"call, check the outputs; the fastest of five 1 s runs). Together {floor:.2f} us, before any routing, "
-        f"batching, store request, acknowledgement or offset; the worker's median {worker:.1f} us is {worker / floor:.1f}x that floor. "
+        f"batching, store request, acknowledgement or offset; the worker's median {worker:.1f} us is "
+        f"{worker / floor:.1f}x that floor. "
         f"Goal 2 (2 us) is {'below' if floor > 2 else 'above'} it."
     )
 
