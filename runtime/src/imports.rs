@@ -110,6 +110,51 @@ pub(crate) fn define_v1(linker: &mut Linker<HostState>, name: &str) -> wasmtime:
     Ok(())
 }
 
+/// AssemblyScript's `env.abort(message, file, line, column)`, which its compiler imports by default (an
+/// assertion, a bounds check, a `throw`): granted to modules of either contract, so that a plugin built the
+/// default way loads. Calling it ends the record with a `trap` that names the message and the place.
+pub(crate) const ABORT_SIGNATURE: Signature = "(i32, i32, i32, i32) -> ()";
+
+/// Bytes of each AssemblyScript string `abort` reads (UTF-16: half as many characters).
+const ABORT_TEXT_BYTES: usize = 1024;
+
+/// Defines `env.abort` (see [`ABORT_SIGNATURE`]).
+pub(crate) fn define_abort(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.func_wrap(
+        "env",
+        "abort",
+        |mut c: Caller<'_, HostState>, msg: i32, file: i32, line: i32, column: i32| -> wasmtime::Result<()> {
+            let mem = memory(&mut c)?;
+            let (data, state) = mem.data_and_store_mut(&mut c);
+            let message = format!(
+                "abort: {} at {}:{}:{}",
+                assemblyscript_string(data, msg).unwrap_or_else(|| "(no message)".into()),
+                assemblyscript_string(data, file).unwrap_or_else(|| "?".into()),
+                line as u32,
+                column as u32
+            );
+            Err(state.trap(crate::PluginError::Trap { message }))
+        },
+    )?;
+    Ok(())
+}
+
+/// An AssemblyScript string: UTF-16LE at `ptr`, its length in bytes in the four bytes before it (the
+/// object header's `rtSize`), read up to [`ABORT_TEXT_BYTES`]. `None` for a null pointer or one that names
+/// no string inside memory: the guest is failing anyway, its message is only help.
+fn assemblyscript_string(mem: &[u8], ptr: i32) -> Option<String> {
+    let p = ptr as u32 as usize;
+    let header = mem.get(p.checked_sub(4)?..p)?;
+    let len = u32::from_le_bytes(header.try_into().ok()?) as usize;
+    let bytes = mem.get(p..p.checked_add(len.min(ABORT_TEXT_BYTES))?)?;
+    let units = bytes.chunks_exact(2).map(|u| u16::from_le_bytes([u[0], u[1]]));
+    Some(
+        char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect(),
+    )
+}
+
 /// Defines one seed-contract import in the linker.
 pub(crate) fn define_seed(linker: &mut Linker<HostState>, name: &str) -> wasmtime::Result<()> {
     match name {

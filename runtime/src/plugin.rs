@@ -338,6 +338,15 @@ fn link(runtime: &Runtime, module: &Module, contract: Contract) -> Result<Linker
             }
         };
         let result = match (m, contract) {
+            ("env", _) if name == "abort" => {
+                if sig != imports::ABORT_SIGNATURE {
+                    return Err(unsupported(format!(
+                        "expected signature {} (AssemblyScript's abort), found {sig}",
+                        imports::ABORT_SIGNATURE
+                    )));
+                }
+                imports::define_abort(&mut linker)
+            }
             ("millrace", Contract::V1) => {
                 check(V1_IMPORTS, "ABI v1 (module `millrace`)")?;
                 imports::define_v1(&mut linker, name)

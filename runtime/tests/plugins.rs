@@ -528,6 +528,50 @@ fn wrong_export_signatures_are_refused_at_load() {
     assert_eq!(rt.compile(&module).unwrap_err().kind(), "bad_export");
 }
 
+/// AssemblyScript's compiler imports `env.abort(message, file, line, column)` by default; its strings are
+/// UTF-16 with their byte length in the four bytes before the pointer. A module built that way loads, and an
+/// abort ends the record as a `trap` that says what and where.
+#[test]
+fn assemblyscript_abort_loads_and_ends_the_record_with_its_message() {
+    let rt = runtime();
+    // "bad: é" at 20 (length 12 at 16), "a.ts" at 52 (length 8 at 48), as AssemblyScript lays them out.
+    let module = v1_module(
+        r#"(import "env" "abort" (func $abort (param i32 i32 i32 i32)))
+           (data (i32.const 16) "\0c\00\00\00b\00a\00d\00:\00 \00\e9\00")
+           (data (i32.const 48) "\08\00\00\00a\00.\00t\00s\00")"#,
+        "(call $abort (i32.const 20) (i32.const 52) (i32.const 7) (i32.const 3)) i32.const 0",
+    );
+    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
+    let err = inst.process(&record("{}")).result.unwrap_err();
+    assert_eq!(err.kind(), "trap");
+    assert!(err.to_string().contains("abort: bad: é at a.ts:7:3"), "{err}");
+    // Pointers that name no string (null, past memory) still end the record, with what is known.
+    let module = v1_module(
+        r#"(import "env" "abort" (func $abort (param i32 i32 i32 i32)))"#,
+        "(call $abort (i32.const 0) (i32.const 70000) (i32.const 1) (i32.const 2)) i32.const 0",
+    );
+    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
+    let err = inst.process(&record("{}")).result.unwrap_err();
+    assert_eq!(err.kind(), "trap");
+    assert!(err.to_string().contains("abort: (no message) at ?:1:2"), "{err}");
+    // The seed contract grants it too; another signature is refused at load.
+    let seed = wat(r#"(module
+        (import "env" "abort" (func (param i32 i32 i32 i32)))
+        (memory (export "memory") 1)
+        (func (export "allocate") (param i32) (result i32) i32.const 1024)
+        (func (export "deallocate") (param i32 i32))
+        (func (export "process_data") (param i32 i32)))"#);
+    assert!(rt.compile(&seed).is_ok());
+    let err = rt
+        .compile(&v1_module(
+            r#"(import "env" "abort" (func (param i32)))"#,
+            "i32.const 0",
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind(), "unsupported_import");
+    assert!(err.to_string().contains("AssemblyScript"), "{err}");
+}
+
 #[test]
 fn unknown_imports_are_refused_at_load() {
     let rt = runtime();
