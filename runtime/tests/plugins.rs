@@ -466,6 +466,12 @@ fn v1_module(imports: &str, body: &str) -> Vec<u8> {
     ))
 }
 
+/// Runs one record through a fresh instance of `module` (default limits) and returns its error.
+fn record_error(rt: &Runtime, module: &[u8]) -> PluginError {
+    let mut inst = rt.compile(module).unwrap().instance(Limits::default()).unwrap();
+    inst.process(&record("{}")).result.unwrap_err()
+}
+
 #[test]
 fn out_of_bounds_pointers_are_abi_violations_not_crashes() {
     let rt = runtime();
@@ -473,9 +479,7 @@ fn out_of_bounds_pointers_are_abi_violations_not_crashes() {
         r#"(import "millrace" "emit_point" (func $emit (param i32 i32) (result i32)))"#,
         "(drop (call $emit (i32.const 65000) (i32.const 100000))) i32.const 0",
     );
-    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
-    let p = inst.process(&record("{}"));
-    let err = p.result.unwrap_err();
+    let err = record_error(&rt, &module);
     assert_eq!(err.kind(), "abi_violation");
     assert!(err.to_string().contains("emit_point"), "{err}");
     // Negative lengths are huge unsigned ones: out of bounds too.
@@ -483,11 +487,7 @@ fn out_of_bounds_pointers_are_abi_violations_not_crashes() {
         r#"(import "millrace" "reject" (func $reject (param i32 i32)))"#,
         "(call $reject (i32.const 0) (i32.const -1)) i32.const 0",
     );
-    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
-    assert_eq!(
-        inst.process(&record("{}")).result.unwrap_err().kind(),
-        "abi_violation"
-    );
+    assert_eq!(record_error(&rt, &module).kind(), "abi_violation");
 }
 
 #[test]
@@ -498,8 +498,7 @@ fn an_input_buffer_outside_memory_is_an_abi_violation() {
         (func (export "millrace_abi_version") (result i32) i32.const 1)
         (func (export "millrace_input") (param i32) (result i32) i32.const 65530)
         (func (export "millrace_process") (param i32 i32) (result i32) i32.const 0))"#);
-    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
-    let err = inst.process(&record("{}")).result.unwrap_err();
+    let err = record_error(&rt, &module);
     assert_eq!(err.kind(), "abi_violation");
     assert!(
         err.to_string().contains("millrace_input returned buffer"),
@@ -541,8 +540,7 @@ fn assemblyscript_abort_loads_and_ends_the_record_with_its_message() {
            (data (i32.const 48) "\08\00\00\00a\00.\00t\00s\00")"#,
         "(call $abort (i32.const 20) (i32.const 52) (i32.const 7) (i32.const 3)) i32.const 0",
     );
-    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
-    let err = inst.process(&record("{}")).result.unwrap_err();
+    let err = record_error(&rt, &module);
     assert_eq!(err.kind(), "trap");
     assert!(err.to_string().contains("abort: bad: é at a.ts:7:3"), "{err}");
     // Pointers that name no string (null, past memory) still end the record, with what is known.
@@ -550,8 +548,7 @@ fn assemblyscript_abort_loads_and_ends_the_record_with_its_message() {
         r#"(import "env" "abort" (func $abort (param i32 i32 i32 i32)))"#,
         "(call $abort (i32.const 0) (i32.const 70000) (i32.const 1) (i32.const 2)) i32.const 0",
     );
-    let mut inst = rt.compile(&module).unwrap().instance(Limits::default()).unwrap();
-    let err = inst.process(&record("{}")).result.unwrap_err();
+    let err = record_error(&rt, &module);
     assert_eq!(err.kind(), "trap");
     assert!(err.to_string().contains("abort: (no message) at ?:1:2"), "{err}");
     // The seed contract grants it too; another signature is refused at load.

@@ -208,14 +208,8 @@ async fn bursts_compressed_with_each_kafka_codec_land_one_point_per_record() -> 
     }
     let dir = tempfile::tempdir()?;
     let port = free_port();
-    let dlq = unique("dlq");
-    let config = TestConfig::for_group(&format!("g-{uid}"))
-        .registry_cache(dir.path())
-        .binding(Binding::topic(&topic).plugin(&plugin).measurements(["env_"]))
-        .influxdb(&db)
-        .dead_letter(&dlq)
-        .metrics_port(port)
-        .batching(|b| b.set("linger", "50ms"));
+    let binding = Binding::topic(&topic).plugin(&plugin).measurements(["env_"]);
+    let config = worker(&format!("g-{uid}"), &db, port, binding, dir.path());
     run_until_processed(config, port, N * CODECS.len()).await?;
     for codec in CODECS {
         assert_eq!(
