@@ -98,12 +98,21 @@ impl Residency {
         handles.retain(|h| h.strong_count() > 0);
         let live: Vec<Arc<ResidentPlugin>> = handles.iter().filter_map(Weak::upgrade).collect();
         drop(handles);
-        let mut resident: Vec<&Arc<ResidentPlugin>> = live.iter().filter(|h| h.is_resident()).collect();
-        let mut total: u64 = resident.iter().map(|h| h.bytes.load(Ordering::Acquire)).sum();
+        // Each plugin's last use is read once: other lanes touch plugins while this one sorts, and a key that
+        // changes under the sort breaks its total order (the standard sort panics on that).
+        let mut resident: Vec<(u64, &Arc<ResidentPlugin>)> = live
+            .iter()
+            .filter(|h| h.is_resident())
+            .map(|h| (h.last_used.load(Ordering::Acquire), h))
+            .collect();
+        let mut total: u64 = resident
+            .iter()
+            .map(|(_, h)| h.bytes.load(Ordering::Acquire))
+            .sum();
         if total > self.budget {
-            resident.sort_by_key(|h| h.last_used.load(Ordering::Acquire));
+            resident.sort_by_key(|&(last_used, _)| last_used);
             let mut unloaded = 0;
-            for h in &resident {
+            for (_, h) in &resident {
                 if total <= self.budget {
                     break;
                 }
@@ -183,5 +192,86 @@ impl ResidentPlugin {
     fn unload(&self) -> u64 {
         lock(&self.module).take();
         self.bytes.swap(0, Ordering::AcqRel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_plugin_registry::{RegistryConfig, RegistryMetrics};
+    use millrace_runtime::{EngineConfig, Runtime};
+
+    /// Lanes mark plugins used while another lane's load unloads the least recently used: the choice must
+    /// hold up when the marks move under it (it once sorted on the live marks, and the sort panicked).
+    #[test]
+    fn unloading_the_least_recently_used_holds_while_other_lanes_mark_plugins_used() {
+        let rt = Runtime::new(EngineConfig {
+            max_instances: 4,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let plugin = rt
+            .compile(
+                &wat::parse_str(
+                    r#"(module
+                    (memory (export "memory") 1)
+                    (func (export "millrace_abi_version") (result i32) i32.const 1)
+                    (func (export "millrace_input") (param i32) (result i32) i32.const 1024)
+                    (func (export "millrace_process") (param i32 i32) (result i32) i32.const 0))"#,
+                )
+                .unwrap(),
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let store = PluginStore::new(
+            RegistryConfig::new(dir.path().join("cache")),
+            rt,
+            RegistryMetrics::unregistered(),
+        )
+        .unwrap();
+        let tokio = tokio::runtime::Runtime::new().unwrap();
+        let metrics = Metrics::new().unwrap();
+        let each = plugin.compiled_bytes() as u64;
+        // Room for 24 of the 64: every admission past that sorts all of them and unloads some.
+        let residency = Residency::new(24 * each, store, tokio.handle().clone(), metrics.clone());
+        let digest = "sha256:".to_owned() + &"ab".repeat(32);
+        let handles: Vec<Arc<ResidentPlugin>> = (0..64)
+            .map(|i| {
+                let reference = PluginRef::parse(&format!("r.test/p{i}@{digest}")).unwrap();
+                residency.admit(reference, plugin.clone())
+            })
+            .collect();
+        assert_eq!(metrics.plugins_resident.get(), 24);
+
+        let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let marker = {
+            let (handles, done) = (handles.clone(), done.clone());
+            std::thread::spawn(move || {
+                let mut mark = 0u64;
+                while !done.load(Ordering::Acquire) {
+                    for h in &handles {
+                        // Marks that move backwards and forwards, as fast as the thread can store them.
+                        mark = mark
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        h.last_used.store(mark >> 40, Ordering::Release);
+                    }
+                }
+            })
+        };
+        for round in 0..2_000 {
+            for h in &handles {
+                h.module.lock().unwrap().get_or_insert_with(|| plugin.clone());
+                h.bytes.store(each, Ordering::Release);
+            }
+            residency.enforce(&handles[round % handles.len()]);
+            assert_eq!(metrics.plugins_resident.get(), 24, "round {round}");
+            assert!(
+                handles[round % handles.len()].is_resident(),
+                "the one in use stays"
+            );
+        }
+        done.store(true, Ordering::Release);
+        marker.join().unwrap();
     }
 }
