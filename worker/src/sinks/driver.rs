@@ -9,6 +9,7 @@
 //! timestamp) always picks the same writer. So a record that overwrites an earlier record's document or point
 //! is never overtaken by it, also when the earlier one's batch is retried.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -107,11 +108,15 @@ async fn writer<S: Store, A: Acker>(
 /// The writer of an item's key: a document's index and id; a point's series (measurement and tags) and
 /// timestamp (every point has one by now; a line's last space-separated part).
 fn writer_of(payload: &Payload, n: usize) -> usize {
-    let h = match payload {
+    (key_hash(payload) % n as u64) as usize
+}
+
+/// A hash of an item's key (see [`writer_of`]): equal keys, equal hashes.
+fn key_hash(payload: &Payload) -> u64 {
+    match payload {
         Payload::Document { index, id, .. } => stable_hash(&(index, id)),
         Payload::Line(line) => stable_hash(&(series_of(line), line.rsplit_once(' ').map(|(_, ts)| ts))),
-    };
-    (h % n as u64) as usize
+    }
 }
 
 /// The series of a line of line protocol: up to its first unescaped space.
@@ -244,6 +249,11 @@ async fn deliver<S: Store, A: Acker>(store: &S, batch: Vec<Item<A>>, mut backoff
 
 /// Acknowledges the written and rejected items of an answered request; returns the items to retry and the
 /// reason of the last of them.
+///
+/// A store may take a batch's later write of a key while it asks for an earlier one of the same key to be
+/// retried (an Elasticsearch `_bulk` item answered 429 beside its successors). Retried alone, the earlier write
+/// would land last and undo the later one; so the later writes of a retried key go again too, after it, in
+/// their order (stores overwrite a document or point of the same key: writing it twice is harmless).
 fn acknowledge<A: Acker>(
     batch: Vec<Item<A>>,
     results: Vec<ItemResult>,
@@ -252,7 +262,14 @@ fn acknowledge<A: Acker>(
     let mut retry = Vec::new();
     let mut last_reason = String::new();
     let mut written = Vec::with_capacity(batch.len());
+    // Keys with a write to retry so far (hashed: a collision only writes an item once more).
+    let mut retried_keys: HashSet<u64> = HashSet::new();
     for (item, r) in batch.into_iter().zip(results) {
+        if !retried_keys.is_empty() && r == ItemResult::Ok && retried_keys.contains(&key_hash(&item.payload))
+        {
+            retry.push(item);
+            continue;
+        }
         match r {
             ItemResult::Ok => written.push(item.ack),
             ItemResult::Reject(reason) => {
@@ -261,6 +278,7 @@ fn acknowledge<A: Acker>(
             }
             ItemResult::Retry(reason) => {
                 last_reason = reason;
+                retried_keys.insert(key_hash(&item.payload));
                 retry.push(item);
             }
         }
