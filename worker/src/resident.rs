@@ -26,6 +26,9 @@ pub struct Residency {
     /// Where a lane thread runs a load from the disk cache (or, if the cache lost it, the registry).
     runtime: tokio::runtime::Handle,
     handles: Mutex<Vec<Weak<ResidentPlugin>>>,
+    /// Held through each enforcement: two lanes loading at once would otherwise both see the same excess and
+    /// each unload that much (the second, finding its first choices already gone, going further down the list).
+    enforcing: Mutex<()>,
     /// Changes whenever a plugin is unloaded: lanes then drop their instances of unloaded plugins.
     generation: AtomicU64,
     epoch: Instant,
@@ -62,6 +65,7 @@ impl Residency {
             store,
             runtime,
             handles: Mutex::new(Vec::new()),
+            enforcing: Mutex::new(()),
             generation: AtomicU64::new(0),
             epoch: Instant::now(),
             metrics,
@@ -94,6 +98,7 @@ impl Residency {
     /// Unloads the least recently used plugins other than `keep` until the resident ones fit the budget, and
     /// publishes the resident set in the metrics.
     fn enforce(&self, keep: &ResidentPlugin) {
+        let _one_at_a_time = lock(&self.enforcing);
         let mut handles = lock(&self.handles);
         handles.retain(|h| h.strong_count() > 0);
         let live: Vec<Arc<ResidentPlugin>> = handles.iter().filter_map(Weak::upgrade).collect();
@@ -119,7 +124,7 @@ impl Residency {
                 if std::ptr::eq(Arc::as_ptr(h), keep) {
                     continue;
                 }
-                total -= h.unload();
+                total = total.saturating_sub(h.unload());
                 unloaded += 1;
             }
             if unloaded > 0 {
@@ -190,8 +195,12 @@ impl ResidentPlugin {
 
     /// Drops the compiled plugin (the lanes drop their instances of it too); returns the bytes it held.
     fn unload(&self) -> u64 {
-        lock(&self.module).take();
-        self.bytes.swap(0, Ordering::AcqRel)
+        // Under the module's lock, as `get` sets both: a plugin is never resident with 0 bytes counted.
+        let mut module = lock(&self.module);
+        match module.take() {
+            Some(_) => self.bytes.swap(0, Ordering::AcqRel),
+            None => 0,
+        }
     }
 }
 
