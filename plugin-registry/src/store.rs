@@ -728,6 +728,12 @@ impl PluginStore {
                             inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
                             Ok(Some(p))
                         }
+                        // No instance slot for the probe: the host's shortage, not the artifact's fault;
+                        // compiling again would only burn CPU and fail the same way.
+                        Err(error) if error.is_retriable() => Err(RegistryError::Plugin {
+                            digest: module_digest,
+                            error,
+                        }),
                         Err(e) => {
                             tracing::warn!(error = %e, digest = %module_digest,
                             "cached compiled artifact does not load; compiling again");
@@ -779,6 +785,7 @@ impl PluginStore {
                         inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
                         return Ok(p);
                     }
+                    Err(error) if error.is_retriable() => return Err(plugin_err(error)),
                     Err(e) => tracing::warn!(error = %e, digest = %module_digest,
                         "cached compiled artifact does not load; compiling again"),
                 }

@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use futures::StreamExt;
 use millrace_plugin_registry::{PluginRef, PluginStore};
-use millrace_runtime::{Plugin, Record, Verdict};
+use millrace_runtime::{Plugin, PluginError, Record, Verdict};
 
 use crate::WorkerError;
 use crate::config::{BindingConfig, load_bindings_file};
@@ -147,28 +147,74 @@ pub fn subscriptions(table: &[Arc<Binding>]) -> Vec<String> {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
-/// Runs the binding's smoke samples through a fresh instance: each must be accepted with outputs.
-pub fn smoke_check(config: &BindingConfig, plugin: &Plugin) -> Result<(), String> {
+/// Why a binding's smoke samples did not pass.
+#[derive(Debug)]
+pub struct SmokeFailure {
+    pub message: String,
+    /// The host's own shortage, not the plugin's fault (no instance slot free, even after waiting): the
+    /// version is tried again at the next reload tick instead of being refused until it changes.
+    pub retriable: bool,
+}
+
+impl std::fmt::Display for SmokeFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// Waits for an instance slot this many times (5 ms doubling to 640 ms, ~1.3 s in all) before a smoke check
+/// gives up for this reload tick.
+const SMOKE_SLOT_TRIES: u32 = 8;
+
+/// Runs the binding's smoke samples through a fresh instance: each must be accepted with outputs. As on the
+/// lanes, the host's shortage is not blamed on the plugin: a sample that passes its wall-clock deadline gets
+/// one more try (a busy host may not have run the thread), and a full instance pool is waited for, then
+/// reported as retriable.
+pub fn smoke_check(config: &BindingConfig, plugin: &Plugin) -> Result<(), SmokeFailure> {
     if config.smoke.is_empty() {
         return Ok(());
     }
+    let fail = |message: String| SmokeFailure {
+        message,
+        retriable: false,
+    };
     let mut instance = plugin
         .instance(config.limits.clone())
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| fail(e.to_string()))?;
     for (i, sample) in config.smoke.iter().enumerate() {
-        let p = instance.process(&Record {
+        let record = Record {
             topic: "millrace-smoke-check",
             value: Some(sample.as_bytes()),
             timestamp_ms: Some(0),
             ..Default::default()
-        });
-        match p.result {
-            Ok(Verdict::Accepted(outputs)) if !outputs.is_empty() => {}
-            Ok(Verdict::Accepted(_)) => return Err(format!("smoke sample {i} produced no output")),
-            Ok(Verdict::Rejected { reason }) => {
-                return Err(format!("smoke sample {i} was rejected: {reason}"));
+        };
+        let mut timed_out = false;
+        let mut slot_waits = 0;
+        let mut delay = std::time::Duration::from_millis(5);
+        let result = loop {
+            match instance.process(&record).result {
+                Err(PluginError::Timeout { .. }) if !timed_out => timed_out = true,
+                Err(e @ PluginError::NoCapacity { .. }) => {
+                    slot_waits += 1;
+                    if slot_waits >= SMOKE_SLOT_TRIES {
+                        return Err(SmokeFailure {
+                            message: format!("smoke sample {i} found no instance slot free: {e}"),
+                            retriable: true,
+                        });
+                    }
+                    std::thread::sleep(delay);
+                    delay *= 2;
+                }
+                other => break other,
             }
-            Err(e) => return Err(format!("smoke sample {i} failed ({}): {e}", e.kind())),
+        };
+        match result {
+            Ok(Verdict::Accepted(outputs)) if !outputs.is_empty() => {}
+            Ok(Verdict::Accepted(_)) => return Err(fail(format!("smoke sample {i} produced no output"))),
+            Ok(Verdict::Rejected { reason }) => {
+                return Err(fail(format!("smoke sample {i} was rejected: {reason}")));
+            }
+            Err(e) => return Err(fail(format!("smoke sample {i} failed ({}): {e}", e.kind()))),
         }
     }
     let memory = instance.memory_bytes() as u64;
@@ -498,7 +544,10 @@ impl Reloader {
         .await;
         let plugin = match smoke {
             Ok((Ok(()), plugin)) => plugin,
-            Ok((Err(message), _)) => return refused("smoke_check", message, Some(digest.to_string())),
+            Ok((Err(failure), _)) => {
+                let remember = (!failure.retriable).then(|| digest.to_string());
+                return refused("smoke_check", failure.message, remember);
+            }
             Err(e) => return refused("smoke_check", e.to_string(), None),
         };
         tracing::info!(binding = %b.name, plugin = %reference, digest = %digest,
@@ -574,4 +623,72 @@ fn assemble(
             None => current.get(b.name.as_str()).map(|c| (*c).clone()),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use millrace_runtime::{EngineConfig, Limits, Runtime};
+
+    fn binding_with_smoke() -> BindingConfig {
+        crate::config::parse_bindings(
+            r#"
+            [[bindings]]
+            topic = "client-acme"
+            plugin = "127.0.0.1:15000/acme/router:v1"
+            allowed_measurements = ["m"]
+            smoke = ['{"v":1}']
+            "#,
+            config::FileFormat::Toml,
+            "bindings.toml",
+        )
+        .unwrap()
+        .remove(0)
+    }
+
+    /// A module that writes one point per record (`m v=1`), or none when it is `quiet`.
+    fn plugin(rt: &Runtime, quiet: bool) -> Plugin {
+        let body = if quiet {
+            "i32.const 0"
+        } else {
+            "(drop (call $emit (i32.const 0) (i32.const 5))) i32.const 0"
+        };
+        rt.compile(
+            &wat::parse_str(format!(
+                r#"(module
+                    (import "millrace" "emit_point" (func $emit (param i32 i32) (result i32)))
+                    (memory (export "memory") 1)
+                    (data (i32.const 0) "m v=1")
+                    (func (export "millrace_abi_version") (result i32) i32.const 1)
+                    (func (export "millrace_input") (param i32) (result i32) i32.const 1024)
+                    (func (export "millrace_process") (param i32 i32) (result i32) {body}))"#
+            ))
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_smoke_check_that_finds_no_instance_slot_is_retriable_and_a_failing_sample_is_not() {
+        let rt = Runtime::new(EngineConfig {
+            max_instances: 1,
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let config = binding_with_smoke();
+        smoke_check(&config, &plugin(&rt, false)).expect("a plugin that writes passes");
+        let quiet = smoke_check(&config, &plugin(&rt, true)).unwrap_err();
+        assert!(!quiet.retriable, "the plugin's fault: {quiet}");
+        assert!(quiet.message.contains("produced no output"), "{quiet}");
+
+        // The lanes hold every slot of the pool: the host's shortage, tried again at the next tick.
+        let good = plugin(&rt, false);
+        let mut holder = good.instance(Limits::default()).unwrap();
+        holder.prepare().unwrap();
+        let busy = smoke_check(&config, &good).unwrap_err();
+        assert!(busy.retriable, "{busy}");
+        assert!(busy.message.contains("no instance slot"), "{busy}");
+        drop(holder);
+        smoke_check(&config, &good).expect("passes once a slot is free");
+    }
 }

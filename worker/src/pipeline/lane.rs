@@ -474,6 +474,14 @@ impl Lane {
                         .resource_waits
                         .with_label_values(&["plugin_load"])
                         .inc();
+                    if let millrace_plugin_registry::RegistryError::Plugin {
+                        error: PluginError::NoCapacity { .. },
+                        ..
+                    } = e
+                    {
+                        // The load's probe instance found no slot: this lane's idle instances make room.
+                        self.release_idle(binding.id, 1, "no_capacity");
+                    }
                     tracing::warn!(binding = %binding.name, plugin = %binding.plugin.reference(), error = %e,
                         ?delay, "the binding's plugin could not be loaded again; its record waits");
                 }
