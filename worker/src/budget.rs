@@ -46,7 +46,9 @@ impl CpuBudget {
         let elapsed = now.saturating_duration_since(b.refilled).as_nanos() as f64;
         let cap = self.cores * BURST.as_nanos() as f64;
         b.credit = (b.credit + elapsed * self.cores).min(cap);
-        b.refilled = now;
+        // A thread that read the clock before another took the lock must not move the refill time back:
+        // the interval between would be credited twice.
+        b.refilled = b.refilled.max(now);
         f(&mut b)
     }
 
@@ -89,5 +91,21 @@ mod tests {
         let later = t0 + Duration::from_secs(60);
         b.charge_at(Duration::from_millis(501), later);
         assert!(b.is_spent_at(later));
+    }
+
+    #[test]
+    fn a_lane_that_read_the_clock_earlier_does_not_credit_an_interval_twice() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let b = CpuBudget::starting_at(1.0, t0);
+        b.charge_at(ms(1_200), t0); // a 1 s burst, 1.2 s spent: 200 ms of debt
+        b.charge_at(Duration::ZERO, t0 + ms(100)); // 100 ms refilled: 100 ms of debt
+        // A lane that read the clock at t0 and took the lock only now.
+        b.charge_at(Duration::ZERO, t0);
+        assert!(
+            b.is_spent_at(t0 + ms(150)),
+            "50 ms of debt left: the first 100 ms were credited once"
+        );
+        assert!(!b.is_spent_at(t0 + ms(201)));
     }
 }
