@@ -39,7 +39,7 @@ use millrace_tests::config::{Binding, TestConfig};
 use millrace_tests::e2e::{committed, create_db, influx_query, read_dead_letters};
 use millrace_tests::{addr, eventually, free_port, push_plugin, unique};
 use rdkafka::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 /// Produces `n` metric records of one series (`source=burst`) as fast as the client batches them, with the
 /// timestamps the client assigns (CreateTime, milliseconds): many records share one.
@@ -225,6 +225,86 @@ async fn bursts_compressed_with_each_kafka_codec_land_one_point_per_record() -> 
         "offsets committed to the end"
     );
     Ok(())
+}
+
+/// A producer with transactions (the exactly-once producers of Kafka Streams, Flink, Debezium): the records of
+/// each committed transaction land once, and the group's offsets reach the end of every partition, past the
+/// commit markers (which the consumer skips and never hands out), so that the group's lag drops to 0. Records
+/// of aborted transactions are left out by the consumer (`read_committed`, librdkafka's default) from what the
+/// broker reports; tansu, the broker here, does not report them, so that part is not tested here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn records_of_transactions_land_once_and_offsets_pass_the_commit_markers() -> Result<()> {
+    const N: usize = 200;
+    let uid = unique("txn").replace('-', "");
+    let repo = format!("{}/guarantees/{uid}", addr("registry"));
+    let digest = push_plugin(&format!("{repo}:v1"), "seed_router")?;
+    let plugin = format!("{repo}@{digest}");
+    let db = format!("db_{uid}");
+    create_db(&db).await?;
+    let topic = format!("txn-{uid}");
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .set("transactional.id", format!("tx-{uid}"))
+        .create()?;
+    let p = producer.clone();
+    tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30))).await??;
+    for source in ["txa", "txb", "txc"] {
+        producer.begin_transaction()?;
+        let topic = topic.as_str();
+        let sends = (0..N).map(|i| {
+            let value = format!(r#"{{"type":"metric","source":"{source}","unit":"C","value":{i}}}"#);
+            let producer = producer.clone();
+            async move {
+                producer
+                    .send(
+                        FutureRecord::to(topic).key(&format!("k{i}")).payload(&value),
+                        Duration::from_secs(30),
+                    )
+                    .await
+            }
+        });
+        for r in futures::future::join_all(sends).await {
+            r.map_err(|(e, _)| e)?;
+        }
+        let p = producer.clone();
+        tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30))).await??;
+    }
+    let dir = tempfile::tempdir()?;
+    let port = free_port();
+    let binding = Binding::topic(&topic).plugin(&plugin).measurements(["env_"]);
+    let group = format!("g-{uid}");
+    let config = worker(&group, &db, port, binding, dir.path());
+    run_until_processed(config, port, 3 * N).await?;
+    for source in ["txa", "txb", "txc"] {
+        assert_eq!(
+            points_of(&db, source).await?,
+            (N as u64, N as u64),
+            "transaction {source}: one point per record"
+        );
+    }
+    let ends = high_watermarks(&topic)?;
+    assert_eq!(
+        millrace_tests::e2e::committed_partitions(&group, &topic)?,
+        ends,
+        "offsets committed to the end of each partition, past the markers"
+    );
+    Ok(())
+}
+
+/// The end offset of each partition of `topic` that has records.
+fn high_watermarks(topic: &str) -> Result<std::collections::BTreeMap<i32, i64>> {
+    use rdkafka::consumer::Consumer;
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr("kafka"))
+        .create()?;
+    let mut ends = std::collections::BTreeMap::new();
+    for p in 0..4 {
+        let (_, high) = consumer.fetch_watermarks(topic, p, Duration::from_secs(10))?;
+        if high > 0 {
+            ends.insert(p, high);
+        }
+    }
+    Ok(ends)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

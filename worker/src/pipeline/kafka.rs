@@ -68,6 +68,37 @@ pub fn drain(trackers: &[Arc<PartitionTracker>], timeout: Duration) -> bool {
     }
 }
 
+/// Moves the committable offset of every partition of `trackers` with nothing in flight to where the consumer
+/// stands, over the transaction markers (and aborted records) it skipped: see
+/// [`PartitionTracker::pass_skipped`]. Call it on the poll thread (or in its rebalance callbacks), between
+/// polls: every record the consumer handed out is then already taken.
+pub fn pass_skipped<C: ConsumerContext>(consumer: &BaseConsumer<C>, trackers: &[Arc<PartitionTracker>]) {
+    let idle: HashMap<(&str, i32), &Arc<PartitionTracker>> = trackers
+        .iter()
+        .filter(|t| !t.is_revoked() && t.in_flight() == 0)
+        .map(|t| ((t.topic.as_str(), t.partition), t))
+        .collect();
+    if idle.is_empty() {
+        return;
+    }
+    let Ok(positions) = consumer.position() else {
+        return;
+    };
+    for e in positions.elements() {
+        if let Offset::Offset(position) = e.offset()
+            && let Some(t) = idle.get(&(e.topic(), e.partition()))
+            && t.pass_skipped(position)
+        {
+            tracing::debug!(
+                topic = e.topic(),
+                partition = e.partition(),
+                position,
+                "committable offset moved over records the consumer skipped (transaction markers)"
+            );
+        }
+    }
+}
+
 /// Stores the committable offsets of `trackers` in the consumer (committed by the next commit). An offset is
 /// marked stored only once the consumer took it: one whose store failed is stored again next time. When the
 /// call fails as a whole (one partition was just revoked), the partitions are stored one by one, so that one
@@ -138,6 +169,7 @@ impl ConsumerContext for SourceContext {
         } else {
             drain(&revoked, self.drain_timeout)
         };
+        pass_skipped(consumer, &revoked);
         store_offsets(consumer, &revoked);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revoke");
@@ -261,6 +293,10 @@ fn learn_topic_ids<C: ClientContext>(
     }
 }
 
+/// How often idle partitions' offsets are moved over transaction markers (a `position()` call for the whole
+/// assignment).
+const MARKER_PASS_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Most records the poll thread takes before handing them to the lanes (fewer when no more are fetched).
 const POLL_BATCH: usize = 64;
 
@@ -362,6 +398,7 @@ impl Poll {
     pub(super) fn run(self) {
         let mut paused = Backpressure::default();
         let mut last_housekeeping = Instant::now();
+        let mut last_marker_pass = Instant::now();
         // Bytes that may still be taken before the memory budget is reached, as of the last housekeeping:
         // crossing it runs housekeeping at once (which pauses), so the budget is overshot by one record at
         // most, not by what a 50 ms round takes.
@@ -441,7 +478,13 @@ impl Poll {
             if budget_left < 0 || last_housekeeping.elapsed() >= Duration::from_millis(50) {
                 let since_last = last_housekeeping.elapsed();
                 last_housekeeping = Instant::now();
-                let (bytes, per_binding) = self.housekeeping(&mut paused, &mut topics, since_last);
+                // Once a second, idle partitions' offsets move over the markers the consumer went past.
+                let pass_markers = last_marker_pass.elapsed() >= MARKER_PASS_INTERVAL;
+                if pass_markers {
+                    last_marker_pass = Instant::now();
+                }
+                let (bytes, per_binding) =
+                    self.housekeeping(&mut paused, &mut topics, since_last, pass_markers);
                 budget_left = self.limits.max_bytes as i64 - bytes as i64;
                 binding_left = per_binding
                     .into_iter()
@@ -456,6 +499,7 @@ impl Poll {
         }
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
         let drained = drain(&all, self.drain_timeout);
+        pass_skipped(&self.consumer, &all);
         store_offsets(&self.consumer, &all);
         if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "final commit");
@@ -537,8 +581,12 @@ impl Poll {
         paused: &mut Backpressure,
         topics: &mut FastMap<String, TopicInfo>,
         since_last: Duration,
+        pass_markers: bool,
     ) -> (usize, HashMap<Arc<str>, usize>) {
         let all: Vec<Arc<PartitionTracker>> = lock(&self.trackers).values().cloned().collect();
+        if pass_markers {
+            pass_skipped(&self.consumer, &all);
+        }
         store_offsets(&self.consumer, &all);
         let table = self.table.snapshot();
         // Bindings that spent their CPU budget are throttled; the time counts.

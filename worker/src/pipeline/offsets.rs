@@ -183,6 +183,21 @@ impl PartitionTracker {
         }
     }
 
+    /// Moves the committable offset over records the consumer skipped without handing them out (transaction
+    /// markers; an aborted transaction's records under `read_committed`), once every record taken is finished.
+    /// `position` is where the consumer stands in the partition: one past the last record or marker it went
+    /// over, which only the poll thread moves. Without this, a partition whose last entry is a marker (every
+    /// transactional producer's) would keep its committed offset one short forever: a lag of 1 that never
+    /// drains. Returns whether it moved.
+    pub fn pass_skipped(&self, position: i64) -> bool {
+        let mut s = lock(&self.state);
+        if s.unfinished > 0 || s.abandoned.is_some() || s.end.is_some_and(|e| e >= position) {
+            return false;
+        }
+        s.end = Some(position);
+        true
+    }
+
     /// Records that the consumer stored `offset`; a lower one never replaces a higher (offsets committed never
     /// move backwards).
     pub fn mark_stored(&self, offset: i64) {
@@ -252,6 +267,34 @@ mod tests {
         t.begin(6);
         t.finish(6);
         assert_eq!(t.to_store(), Some(7));
+    }
+
+    #[test]
+    fn skipped_markers_are_passed_only_once_every_record_taken_is_finished() {
+        let t = PartitionTracker::new("t", 0);
+        t.begin(10);
+        t.begin(11);
+        // Offset 12 is a commit marker the consumer went over: it stands at 13.
+        assert!(!t.pass_skipped(13), "records 10 and 11 are not finished");
+        t.finish(11);
+        assert!(!t.pass_skipped(13), "record 10 is not finished");
+        assert_eq!(t.to_store(), Some(10));
+        t.finish(10);
+        assert_eq!(t.to_store(), Some(12));
+        assert!(t.pass_skipped(13));
+        assert_eq!(t.to_store(), Some(13), "past the marker");
+        assert!(!t.pass_skipped(13) && !t.pass_skipped(12), "never backwards");
+        t.begin(13);
+        assert_eq!(t.committable(), Some(13));
+        // A record given up holds the offset where it is, markers or not.
+        t.abandon(13);
+        assert!(!t.pass_skipped(20));
+        assert_eq!(t.committable(), Some(13));
+
+        // Nothing taken in this assignment, only markers after the committed offset.
+        let fresh = PartitionTracker::new("t", 1);
+        assert!(fresh.pass_skipped(7));
+        assert_eq!(fresh.to_store(), Some(7));
     }
 
     /// The window against the obvious model (a sorted set of unfinished offsets), over random orders of
