@@ -174,8 +174,9 @@ impl LimitsSection {
 /// compilation, speaks another ABI, or fails its smoke samples is refused: the previous one keeps running,
 /// and `millrace_reloads_total{result="refused",reason=...}` counts it. A version refused for a reason a retry
 /// cannot fix is refused once, not at every check: it is tried again when the binding's entry or the tag's
-/// digest changes, or on `SIGHUP`; a registry that cannot be reached is retried at every check. A malformed
-/// file is refused whole (reason `invalid_bindings`) and the last good bindings stay. A new binding's topics
+/// digest changes, or on `SIGHUP`; a registry that cannot be reached, or a smoke check that found no instance
+/// slot free (the host's shortage, after waiting ~1.3 s), is retried at every check. A malformed file is
+/// refused whole (reason `invalid_bindings`) and the last good bindings stay. A new binding's topics
 /// are subscribed; a removed binding's partitions stop being processed and their committed offsets stay
 /// where they were. `millrace bindings check FILE` runs the same checks offline (for CI).
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
