@@ -162,9 +162,9 @@ impl std::fmt::Display for SmokeFailure {
     }
 }
 
-/// Waits for an instance slot this many times (5 ms doubling to 640 ms, ~1.3 s in all) before a smoke check
-/// gives up for this reload tick.
-const SMOKE_SLOT_TRIES: u32 = 8;
+/// Tries for an instance slot this many times, waiting 5 ms doubling to 640 ms between (~1.3 s in all), before
+/// a smoke check gives up for this reload tick.
+const SMOKE_SLOT_TRIES: u32 = 9;
 
 /// Runs the binding's smoke samples through a fresh instance: each must be accepted with outputs. As on the
 /// lanes, the host's shortage is not blamed on the plugin: a sample that passes its wall-clock deadline gets
