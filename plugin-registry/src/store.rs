@@ -792,10 +792,16 @@ impl PluginStore {
             }
             inner.metrics.cache_misses.with_label_values(&["compiled"]).inc();
             let compiled = inner.runtime.precompile(&bytes).and_then(|artifact| {
-                let plugin = inner
+                match inner
                     .runtime
-                    .load_precompiled(&artifact, &module_digest, bytes.len())?;
-                Ok((artifact, plugin))
+                    .load_precompiled(&artifact, &module_digest, bytes.len())
+                {
+                    Ok(plugin) => Ok((artifact, Ok(plugin))),
+                    // Compiled, but its probe found no instance slot (the host's shortage): the artifact is
+                    // kept, so that the next try loads it (and probes it then) instead of compiling again.
+                    Err(error) if error.is_retriable() => Ok((artifact, Err(error))),
+                    Err(error) => Err(error),
+                }
             });
             let label = if compiled.is_ok() { "ok" } else { "error" };
             inner.metrics.compilations.with_label_values(&[label]).inc();
@@ -803,7 +809,7 @@ impl PluginStore {
             inner
                 .cache
                 .put_compiled(&inner.engine_key, &module_digest, &artifact)?;
-            Ok(plugin)
+            plugin.map_err(plugin_err)
         });
         join.await.map_err(|e| RegistryError::Cache {
             path: self.inner.cache.root().display().to_string(),

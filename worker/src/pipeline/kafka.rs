@@ -169,7 +169,12 @@ impl ConsumerContext for SourceContext {
         } else {
             drain(&revoked, self.drain_timeout)
         };
-        pass_skipped(consumer, &revoked);
+        // Not while stopping: the shutdown already passed the markers of the partitions it processed, and a
+        // partition assigned during the final wait had its records polled and thrown away by the leave loop
+        // (the consumer's position is past them, though none was processed).
+        if !self.stopping.load(Ordering::Acquire) {
+            pass_skipped(consumer, &revoked);
+        }
         store_offsets(consumer, &revoked);
         if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
             tracing::debug!(error = %e, "commit on revoke");

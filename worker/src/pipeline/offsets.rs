@@ -188,10 +188,12 @@ impl PartitionTracker {
     /// `position` is where the consumer stands in the partition: one past the last record or marker it went
     /// over, which only the poll thread moves. Without this, a partition whose last entry is a marker (every
     /// transactional producer's) would keep its committed offset one short forever: a lag of 1 that never
-    /// drains. Returns whether it moved.
+    /// drains. Only once a record was taken in this assignment: taking one sets the consumer's position afresh,
+    /// whereas before it the position may still be the one a previous assignment of the partition left (it is
+    /// reset asynchronously). Returns whether it moved.
     pub fn pass_skipped(&self, position: i64) -> bool {
         let mut s = lock(&self.state);
-        if s.unfinished > 0 || s.abandoned.is_some() || s.end.is_some_and(|e| e >= position) {
+        if s.unfinished > 0 || s.abandoned.is_some() || s.end.is_none_or(|e| e >= position) {
             return false;
         }
         s.end = Some(position);
@@ -291,10 +293,10 @@ mod tests {
         assert!(!t.pass_skipped(20));
         assert_eq!(t.committable(), Some(13));
 
-        // Nothing taken in this assignment, only markers after the committed offset.
+        // Nothing taken in this assignment: the consumer's position may be a previous assignment's.
         let fresh = PartitionTracker::new("t", 1);
-        assert!(fresh.pass_skipped(7));
-        assert_eq!(fresh.to_store(), Some(7));
+        assert!(!fresh.pass_skipped(7));
+        assert_eq!(fresh.to_store(), None);
     }
 
     /// The window against the obvious model (a sorted set of unfinished offsets), over random orders of
