@@ -720,38 +720,7 @@ impl PluginStore {
     async fn load_compiled(&self, module_digest: &str, size: usize) -> Result<Option<Plugin>, RegistryError> {
         let inner = self.inner.clone();
         let module_digest = module_digest.to_string();
-        let join = tokio::task::spawn_blocking(move || -> Result<Option<Plugin>, RegistryError> {
-            match inner.cache.get_compiled(&inner.engine_key, &module_digest)? {
-                Lookup::Hit(artifact) => {
-                    match inner.runtime.load_precompiled(&artifact, &module_digest, size) {
-                        Ok(p) => {
-                            inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
-                            Ok(Some(p))
-                        }
-                        // No instance slot for the probe: the host's shortage, not the artifact's fault;
-                        // compiling again would only burn CPU and fail the same way.
-                        Err(error) if error.is_retriable() => Err(RegistryError::Plugin {
-                            digest: module_digest,
-                            error,
-                        }),
-                        Err(e) => {
-                            tracing::warn!(error = %e, digest = %module_digest,
-                            "cached compiled artifact does not load; compiling again");
-                            Ok(None)
-                        }
-                    }
-                }
-                Lookup::Corrupt => {
-                    inner
-                        .metrics
-                        .verification_failures
-                        .with_label_values(&["cache"])
-                        .inc();
-                    Ok(None)
-                }
-                Lookup::Miss => Ok(None),
-            }
-        });
+        let join = tokio::task::spawn_blocking(move || cached_plugin(&inner, &module_digest, size));
         join.await.map_err(|e| RegistryError::Cache {
             path: self.inner.cache.root().display().to_string(),
             message: format!("loading task failed: {e}"),
@@ -768,27 +737,8 @@ impl PluginStore {
                 digest: module_digest.clone(),
                 error,
             };
-            let cached = inner.cache.get_compiled(&inner.engine_key, &module_digest)?;
-            if let Lookup::Corrupt = cached {
-                inner
-                    .metrics
-                    .verification_failures
-                    .with_label_values(&["cache"])
-                    .inc();
-            }
-            if let Lookup::Hit(artifact) = cached {
-                match inner
-                    .runtime
-                    .load_precompiled(&artifact, &module_digest, bytes.len())
-                {
-                    Ok(p) => {
-                        inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
-                        return Ok(p);
-                    }
-                    Err(error) if error.is_retriable() => return Err(plugin_err(error)),
-                    Err(e) => tracing::warn!(error = %e, digest = %module_digest,
-                        "cached compiled artifact does not load; compiling again"),
-                }
+            if let Some(p) = cached_plugin(&inner, &module_digest, bytes.len())? {
+                return Ok(p);
             }
             inner.metrics.cache_misses.with_label_values(&["compiled"]).inc();
             let compiled = inner.runtime.precompile(&bytes).and_then(|artifact| {
@@ -831,6 +781,41 @@ impl PluginStore {
             .compile(wasm)
             .map_err(|error| RegistryError::Plugin { digest, error })?;
         self.inner.source.push(reference, wasm, file_name).await
+    }
+}
+
+/// The plugin from its cached compiled artifact alone, if there is a good one: `None` when there is none, or it
+/// is corrupt or does not load (compile it again then). Blocking (disk, deserialisation, a probe instance).
+fn cached_plugin(inner: &Inner, module_digest: &str, size: usize) -> Result<Option<Plugin>, RegistryError> {
+    match inner.cache.get_compiled(&inner.engine_key, module_digest)? {
+        Lookup::Hit(artifact) => {
+            match inner.runtime.load_precompiled(&artifact, module_digest, size) {
+                Ok(p) => {
+                    inner.metrics.cache_hits.with_label_values(&["compiled"]).inc();
+                    Ok(Some(p))
+                }
+                // No instance slot for the probe: the host's shortage, not the artifact's fault;
+                // compiling again would only burn CPU and fail the same way.
+                Err(error) if error.is_retriable() => Err(RegistryError::Plugin {
+                    digest: module_digest.to_string(),
+                    error,
+                }),
+                Err(e) => {
+                    tracing::warn!(error = %e, digest = %module_digest,
+                    "cached compiled artifact does not load; compiling again");
+                    Ok(None)
+                }
+            }
+        }
+        Lookup::Corrupt => {
+            inner
+                .metrics
+                .verification_failures
+                .with_label_values(&["cache"])
+                .inc();
+            Ok(None)
+        }
+        Lookup::Miss => Ok(None),
     }
 }
 
