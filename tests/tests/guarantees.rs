@@ -54,9 +54,14 @@ async fn burst_of(topic: &str, n: usize, source: &str, compression: &str) -> Res
         .set("linger.ms", "5")
         .set("compression.type", compression)
         .create()?;
+    send_metrics(&producer, topic, n, source).await
+}
+
+/// Sends `n` metric records with the `source` tag given (values 0 to n-1, keys `k<i>`) all at once, and waits
+/// for every acknowledgement.
+async fn send_metrics(producer: &FutureProducer, topic: &str, n: usize, source: &str) -> Result<()> {
     let sends = (0..n).map(|i| {
         let value = format!(r#"{{"type":"metric","source":"{source}","unit":"C","value":{i}}}"#);
-        let producer = producer.clone();
         async move {
             producer
                 .send(
@@ -250,22 +255,7 @@ async fn records_of_transactions_land_once_and_offsets_pass_the_commit_markers()
     tokio::task::spawn_blocking(move || p.init_transactions(Duration::from_secs(30))).await??;
     for source in ["txa", "txb", "txc"] {
         producer.begin_transaction()?;
-        let topic = topic.as_str();
-        let sends = (0..N).map(|i| {
-            let value = format!(r#"{{"type":"metric","source":"{source}","unit":"C","value":{i}}}"#);
-            let producer = producer.clone();
-            async move {
-                producer
-                    .send(
-                        FutureRecord::to(topic).key(&format!("k{i}")).payload(&value),
-                        Duration::from_secs(30),
-                    )
-                    .await
-            }
-        });
-        for r in futures::future::join_all(sends).await {
-            r.map_err(|(e, _)| e)?;
-        }
+        send_metrics(&producer, &topic, N, source).await?;
         let p = producer.clone();
         tokio::task::spawn_blocking(move || p.commit_transaction(Duration::from_secs(30))).await??;
     }
